@@ -1,0 +1,64 @@
+"""Builds vae_ext._C: the C++ CPU kernels always, the CUDA kernels when they can be built.
+
+Environment:
+  VAE_EXT_NO_EXT=1    install the pure-Python package only (no compiler needed)
+  VAE_EXT_NO_CUDA=1   build the CPU kernels only, even where CUDA is available
+  FORCE_CUDA=1        build the CUDA kernels even without a visible GPU (needs nvcc)
+  TORCH_CUDA_ARCH_LIST  GPU architectures, default "8.0;9.0+PTX"
+  MAX_JOBS            parallel compile jobs
+"""
+
+import glob
+import os
+import shutil
+
+from setuptools import setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CUDA_ARCH_LIST = "8.0;9.0+PTX"
+
+
+def env_flag(name):
+    return os.environ.get(name, "0").lower() in ("1", "true", "yes", "on")
+
+
+def cuda_wanted(torch_cuda_version, cuda_home):
+    if env_flag("VAE_EXT_NO_CUDA") or torch_cuda_version is None:
+        return False
+    return env_flag("FORCE_CUDA") or (cuda_home is not None and shutil.which("nvcc") is not None)
+
+
+def extensions():
+    if env_flag("VAE_EXT_NO_EXT"):
+        return [], {}
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+    sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    # The sampler's float arithmetic is specified op by op (csrc/philox.h): no contraction.
+    cxx_flags = ["-O3", "-ffp-contract=off", "-fvisibility=hidden"]
+    define_macros = []
+    with_cuda = cuda_wanted(torch.version.cuda, CUDA_HOME)
+    if with_cuda:
+        arch_list = os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCH_LIST)
+        sources += sorted(glob.glob("csrc/cuda/*.cu"))
+        define_macros += [
+            ("VAE_EXT_WITH_CUDA", None),
+            ("VAE_EXT_CUDA_ARCH_LIST", '"' + arch_list + '"'),
+        ]
+        nvcc_flags = ["-O3", "--fmad=false", "-Xptxas=-warn-spills", "-lineinfo"]
+        ext = CUDAExtension(
+            "vae_ext._C",
+            sources,
+            define_macros=define_macros,
+            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+        )
+    else:
+        ext = CppExtension(
+            "vae_ext._C", sources, define_macros=define_macros, extra_compile_args={"cxx": cxx_flags}
+        )
+    return [ext], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=False)}
+
+
+ext_modules, cmdclass = extensions()
+setup(ext_modules=ext_modules, cmdclass=cmdclass)

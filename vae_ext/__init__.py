@@ -1,0 +1,35 @@
+"""vae_ext: fused reparameterization and Gaussian KL kernels for autoencoders and VAEs."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import _ops, reference
+from .functional import draw_seed, gaussian_kl, reparameterize, reparameterize_kl
+
+
+def build_info() -> dict:
+    """What this install was built with and which path the functional API takes."""
+    import torch
+
+    compiled = _ops._C
+    arch_list = compiled.cuda_arch_list if compiled is not None else ""
+    return {
+        "version": __version__,
+        "torch": torch.__version__,
+        "cpu_kernels": compiled is not None,
+        "cuda_kernels": bool(compiled is not None and compiled.with_cuda),
+        "cuda_arch_list": [a for a in arch_list.replace(",", ";").split(";") if a],
+        "backend": "fallback" if _ops.ops is _ops.fallback else "compiled",
+        "force_fallback": _ops.FORCE_FALLBACK,
+    }
+
+
+__all__ = [
+    "build_info",
+    "draw_seed",
+    "gaussian_kl",
+    "reference",
+    "reparameterize",
+    "reparameterize_kl",
+]

@@ -1,0 +1,279 @@
+"""Pure-PyTorch reference of every vae_ext op: the fallback kernels and the test oracle.
+
+Each function here has the signature and semantics of the op of the same name in
+``torch.ops.vae_ext`` (schemas in csrc/ops.cpp). The sampler reproduces csrc/philox.h step
+for step in float32 tensor ops, so its ε is bit-identical to the compiled kernels'. The KL
+and gradients follow design.md section 2, computed in float32 for half inputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+_MASK32 = 0xFFFFFFFF
+_PHILOX_M = (0xD2511F53, 0xCD9E8D57)
+_PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+_FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_like_mu(t, name, mu, op):
+    if t.dtype != mu.dtype:
+        raise TypeError(f"{op}: {name} must have mu's dtype {mu.dtype}, got {t.dtype}")
+    if t.device != mu.device:
+        raise ValueError(f"{op}: {name} must be on mu's device {mu.device}, got {t.device}")
+    if t.shape != mu.shape:
+        raise ValueError(f"{op}: {name} must have mu's shape {tuple(mu.shape)}, got {tuple(t.shape)}")
+
+
+def check_prior(p, name, mu, op):
+    """Raises unless ``p`` is a scalar, per-latent (mu.shape[1:]) or full-shaped prior."""
+    if p.dtype != mu.dtype:
+        raise TypeError(f"{op}: {name} must have mu's dtype {mu.dtype}, got {p.dtype}")
+    if p.device != mu.device:
+        raise ValueError(f"{op}: {name} must be on mu's device {mu.device}, got {p.device}")
+    latent = mu.shape[1:]
+    ok = (
+        p.shape == mu.shape
+        or p.shape == latent
+        or (p.dim() == mu.dim() and p.shape[0] == 1 and p.shape[1:] == latent)
+        or (p.numel() == 1 and p.dim() <= mu.dim())
+    )
+    if not ok:
+        raise ValueError(
+            f"{op}: {name} must be a scalar, of shape mu.shape[1:] = {tuple(latent)}, "
+            f"or of shape mu.shape = {tuple(mu.shape)}; got {tuple(p.shape)}"
+        )
+
+
+def check_inputs(op, mu, logvar, eps=None, seed=None, prior_mu=None, prior_logvar=None):
+    """The argument checks of csrc/op_args.h, with the same messages."""
+    if not isinstance(mu, torch.Tensor) or mu.dtype not in _FLOAT_DTYPES:
+        dtype = mu.dtype if isinstance(mu, torch.Tensor) else type(mu).__name__
+        raise TypeError(
+            f"{op}: mu must be a floating-point tensor (float64, float32, float16 or bfloat16), got {dtype}"
+        )
+    if mu.dim() < 1:
+        raise ValueError(f"{op}: mu must have a batch dimension (dim >= 1), got a 0-d tensor")
+    _check_like_mu(logvar, "logvar", mu, op)
+    if eps is not None:
+        _check_like_mu(eps, "eps", mu, op)
+    if seed is not None:
+        if seed.dtype != torch.int64:
+            raise TypeError(f"{op}: seed must be an int64 tensor, got {seed.dtype}")
+        if seed.numel() != 1:
+            raise ValueError(f"{op}: seed must hold one element, got shape {tuple(seed.shape)}")
+        if seed.device != mu.device:
+            raise ValueError(f"{op}: seed must be on mu's device {mu.device}, got {seed.device}")
+    if prior_mu is not None:
+        check_prior(prior_mu, "prior_mu", mu, op)
+    if prior_logvar is not None:
+        check_prior(prior_logvar, "prior_logvar", mu, op)
+
+
+# --------------------------------------------------------------------------- sampler
+
+
+def _mulhilo32(a: int, b: torch.Tensor):
+    """High and low 32-bit words of a * b for a 32-bit constant a and int64 b in [0, 2^32)."""
+    p_lo = b * (a & 0xFFFF)  # < 2^48: no int64 overflow
+    p_hi = b * (a >> 16)
+    t = p_lo + ((p_hi & 0xFFFF) << 16)
+    return (p_hi >> 16) + (t >> 32), t & _MASK32
+
+
+def philox4x32_10(counter, key):
+    """Philox4x32-10 of four int64 tensors holding 32-bit words, under key (k0, k1)."""
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for _ in range(10):
+        hi0, lo0 = _mulhilo32(_PHILOX_M[0], c0)
+        hi1, lo1 = _mulhilo32(_PHILOX_M[1], c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0 = (k0 + _PHILOX_W[0]) & _MASK32
+        k1 = (k1 + _PHILOX_W[1]) & _MASK32
+    return c0, c1, c2, c3
+
+
+def philox_key(seed: int):
+    s = int(seed) & 0xFFFFFFFFFFFFFFFF
+    return s & _MASK32, s >> 32
+
+
+def uniform_open01(x: torch.Tensor) -> torch.Tensor:
+    return (x >> 9).to(torch.float32) * 2.0**-23 + 2.0**-24
+
+
+def log_positive(x: torch.Tensor) -> torch.Tensor:
+    bits = x.view(torch.int32)
+    e = ((bits >> 23) - 127).to(torch.float32)
+    m = ((bits & 0x007FFFFF) | 0x3F800000).view(torch.float32)
+    high = m > 1.41421356
+    m = torch.where(high, m * 0.5, m)
+    e = torch.where(high, e + 1.0, e)
+    f = m - 1.0
+    f2 = f * f
+    p = torch.full_like(f, 7.0376836292e-2)
+    for c in (
+        -1.1514610310e-1,
+        1.1676998740e-1,
+        -1.2420140846e-1,
+        1.4249322787e-1,
+        -1.6668057665e-1,
+        2.0000714765e-1,
+        -2.4999993993e-1,
+        3.3333331174e-1,
+    ):
+        p = p * f + c
+    y = f * f2 * p
+    y = y + e * -2.12194440e-4
+    y = y + f2 * -0.5
+    return (f + y) + e * 0.693359375
+
+
+def sincos_2pi(u: torch.Tensor):
+    t = u * 4.0
+    q = (t + 0.5).to(torch.int32)
+    r = t - q.to(torch.float32)
+    a = r * 1.57079632679489662
+    a2 = a * a
+    ps = (torch.full_like(a2, -1.9515295891e-4) * a2 + 8.3321608736e-3) * a2 + -1.6666654611e-1
+    sin_a = a + a * a2 * ps
+    pc = (torch.full_like(a2, 2.443315711809948e-5) * a2 + -1.388731625493765e-3) * a2 + 4.166664568298827e-2
+    cos_a = (1.0 + a2 * -0.5) + a2 * a2 * pc
+    quadrant = q & 3
+    odd = (quadrant & 1).bool()
+    sin_abs = torch.where(odd, cos_a, sin_a)
+    cos_abs = torch.where(odd, sin_a, cos_a)
+    s = torch.where((quadrant & 2).bool(), -sin_abs, sin_abs)
+    c = torch.where(((quadrant + 1) & 2).bool(), -cos_abs, cos_abs)
+    return s, c
+
+
+def _box_muller(x_radius, x_angle):
+    # torch's float32 sqrt is not always correctly rounded; sqrt in float64 rounded to
+    # float32 is, and so is the kernels' sqrtf.
+    radius = torch.sqrt((-2.0 * log_positive(uniform_open01(x_radius))).double()).float()
+    s, c = sincos_2pi(uniform_open01(x_angle))
+    return radius * c, radius * s
+
+
+def normals(seed: int, n: int, device=None, start: int = 0) -> torch.Tensor:
+    """The float32 standard normals of flat indices [start, start + n) for ``seed``."""
+    first, last = start // 4, (start + n + 3) // 4
+    block = torch.arange(first, last, dtype=torch.int64, device=device)
+    zero = torch.zeros_like(block)
+    x0, x1, x2, x3 = philox4x32_10((block & _MASK32, block >> 32, zero, zero), philox_key(seed))
+    n0, n1 = _box_muller(x0, x1)
+    n2, n3 = _box_muller(x2, x3)
+    flat = torch.stack((n0, n1, n2, n3), dim=1).reshape(-1)
+    return flat[start - 4 * first : start - 4 * first + n]
+
+
+def sample_eps(seed: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """ε for a tensor shaped like ``like`` (design.md section 4), in like's dtype."""
+    eps = normals(int(seed.reshape(())), like.numel(), device=like.device)
+    return eps.reshape(like.shape).to(like.dtype)
+
+
+# --------------------------------------------------------------------------- math
+
+
+def _compute(t):
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _rows(t, mu):
+    return t.reshape(mu.shape[0], math.prod(mu.shape[1:]))
+
+
+def _prior_or_zero(p, like):
+    return like.new_zeros(()) if p is None else _compute(p)
+
+
+def kl_elementwise(mu, logvar, prior_mu=None, prior_logvar=None):
+    """Per-element KL in the compute dtype, stable form of design.md section 2."""
+    m, lv = _compute(mu), _compute(logvar)
+    if prior_mu is None and prior_logvar is None:
+        return 0.5 * (m * m + (torch.expm1(lv) - lv))
+    pm, plv = _prior_or_zero(prior_mu, m), _prior_or_zero(prior_logvar, m)
+    d, dlv = m - pm, lv - plv
+    return 0.5 * (d * d * torch.exp(-plv) + (torch.expm1(dlv) - dlv))
+
+
+# --------------------------------------------------------------------------- ops
+
+
+def reparameterize(mu, logvar, eps):
+    check_inputs("reparameterize", mu, logvar, eps=eps)
+    z = _compute(mu) + _compute(eps) * torch.exp(0.5 * _compute(logvar))
+    return z.to(mu.dtype)
+
+
+def reparameterize_sampled(mu, logvar, seed):
+    check_inputs("reparameterize_sampled", mu, logvar, seed=seed)
+    return reparameterize(mu, logvar, sample_eps(seed, mu))
+
+
+def gaussian_kl(mu, logvar, prior_mu=None, prior_logvar=None):
+    check_inputs("gaussian_kl", mu, logvar, prior_mu=prior_mu, prior_logvar=prior_logvar)
+    kl = kl_elementwise(mu, logvar, prior_mu, prior_logvar)
+    return _rows(kl.expand(mu.shape), mu).sum(dim=1)
+
+
+def reparameterize_kl(mu, logvar, eps=None, seed=None, prior_mu=None, prior_logvar=None):
+    check_inputs("reparameterize_kl", mu, logvar, eps, seed, prior_mu, prior_logvar)
+    if (eps is None) == (seed is None):
+        raise ValueError("reparameterize_kl: pass exactly one of eps and seed")
+    z = reparameterize(mu, logvar, eps) if eps is not None else reparameterize_sampled(mu, logvar, seed)
+    return z, gaussian_kl(mu, logvar, prior_mu, prior_logvar)
+
+
+def reparameterize_backward(grad_z, logvar, eps=None, seed=None):
+    check_inputs("reparameterize_backward", logvar, logvar, eps=eps, seed=seed)
+    _check_like_mu(grad_z, "grad_z", logvar, "reparameterize_backward")
+    e = _compute(eps) if eps is not None else sample_eps(seed, logvar).to(_compute(logvar).dtype)
+    lv = _compute(logvar)
+    return (_compute(grad_z) * (0.5 * e * torch.exp(0.5 * lv))).to(logvar.dtype)
+
+
+def reparameterize_kl_backward(
+    grad_z, grad_kl, mu, logvar, eps=None, seed=None, prior_mu=None, prior_logvar=None, prior_grads=False
+):
+    op = "reparameterize_kl_backward"
+    check_inputs(op, mu, logvar, eps, seed, prior_mu, prior_logvar)
+    m, lv = _compute(mu), _compute(logvar)
+    g_mu = torch.zeros_like(m)
+    g_lv = torch.zeros_like(m)
+    g_plv = torch.zeros_like(m)
+    if grad_z is not None:
+        _check_like_mu(grad_z, "grad_z", mu, op)
+        if eps is None and seed is None:
+            raise ValueError(f"{op}: grad_z needs eps or seed to rebuild the sample")
+        gz = _compute(grad_z)
+        e = _compute(eps) if eps is not None else sample_eps(seed, mu).to(m.dtype)
+        g_mu = g_mu + gz
+        g_lv = g_lv + gz * (0.5 * e * torch.exp(0.5 * lv))
+    if grad_kl is not None:
+        if grad_kl.shape != (mu.shape[0],):
+            raise ValueError(f"{op}: grad_kl must have shape [{mu.shape[0]}], got {tuple(grad_kl.shape)}")
+        g = grad_kl.to(m.dtype).reshape((-1,) + (1,) * (mu.dim() - 1))
+        pm, plv = _prior_or_zero(prior_mu, m), _prior_or_zero(prior_logvar, m)
+        d = m - pm
+        inv_var_p = torch.exp(-plv)
+        em1 = torch.expm1(lv - plv)
+        k_mu = g * d * inv_var_p
+        g_mu = g_mu + k_mu
+        g_lv = g_lv + g * 0.5 * em1
+        g_plv = -g * 0.5 * (em1 + d * d * inv_var_p)
+    else:
+        k_mu = torch.zeros_like(m)
+    if prior_grads:
+        g_pmu, g_plv = (-k_mu).expand(mu.shape), g_plv.expand(mu.shape)
+    else:
+        g_pmu, g_plv = mu.new_empty((0,)), mu.new_empty((0,))
+    return tuple(t.to(mu.dtype).contiguous() for t in (g_mu, g_lv, g_pmu, g_plv))
