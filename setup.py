@@ -37,7 +37,7 @@ def extensions():
     sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     # The sampler's float arithmetic is specified op by op (csrc/philox.h): no contraction.
     cxx_flags = ["-O3", "-ffp-contract=off", "-fvisibility=hidden"]
-    define_macros = []
+    define_macros = [("VAE_EXT_PYTHON_MODULE", None)]
     with_cuda = cuda_wanted(torch.version.cuda, CUDA_HOME)
     if with_cuda:
         arch_list = os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCH_LIST)

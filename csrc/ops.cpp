@@ -1,8 +1,11 @@
 // The vae_ext operator schemas, in one place, and the Python module stub that loads them.
 // Kernels register per device in cpu/ and cuda/; fake kernels, autograd and the
 // pure-PyTorch fallback register from vae_ext/_ops.py.
-#include <Python.h>
 #include <torch/library.h>
+
+#ifdef VAE_EXT_PYTHON_MODULE
+#include <Python.h>
+#endif
 
 #ifndef VAE_EXT_CUDA_ARCH_LIST
 #define VAE_EXT_CUDA_ARCH_LIST ""
@@ -28,6 +31,8 @@ TORCH_LIBRARY(vae_ext, m) {
       "(Tensor, Tensor, Tensor, Tensor)");
 }
 
+#ifdef VAE_EXT_PYTHON_MODULE
+// Importing vae_ext._C loads this library, whose static initialisers register the ops.
 PyMODINIT_FUNC PyInit__C(void) {
   static PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
   PyObject* module = PyModule_Create(&module_def);
@@ -40,3 +45,4 @@ PyMODINIT_FUNC PyInit__C(void) {
   PyModule_AddStringConstant(module, "cuda_arch_list", VAE_EXT_CUDA_ARCH_LIST);
   return module;
 }
+#endif  // VAE_EXT_PYTHON_MODULE
