@@ -190,7 +190,8 @@ def _make_fallback():
         reparameterize_backward=reference.reparameterize_backward,
         reparameterize_kl_backward=reference.reparameterize_kl_backward,
     )
-    autograd = _make_autograd(namespace)
+    # The backward functions close over the reference module itself, which dynamo can trace.
+    autograd = _make_autograd(reference)
     for name, (setup, backward) in autograd.items():
         function = type(
             f"Fallback_{name}",

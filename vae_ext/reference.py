@@ -175,9 +175,10 @@ def normals(seed: int, n: int, device=None, start: int = 0) -> torch.Tensor:
 
 
 def sample_eps(seed: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """ε for a tensor shaped like ``like`` (design.md section 4), in like's dtype."""
+    """ε for a tensor shaped like ``like`` (design.md section 4), in like's compute dtype
+    (float32 for half types, as the kernels use it; float64 for float64)."""
     eps = normals(int(seed.reshape(())), like.numel(), device=like.device)
-    return eps.reshape(like.shape).to(like.dtype)
+    return eps.reshape(like.shape).to(_compute(like).dtype)
 
 
 # --------------------------------------------------------------------------- math
@@ -208,15 +209,19 @@ def kl_elementwise(mu, logvar, prior_mu=None, prior_logvar=None):
 # --------------------------------------------------------------------------- ops
 
 
+def _reparameterize(mu, logvar, eps_compute):
+    z = _compute(mu) + eps_compute * torch.exp(0.5 * _compute(logvar))
+    return z.to(mu.dtype)
+
+
 def reparameterize(mu, logvar, eps):
     check_inputs("reparameterize", mu, logvar, eps=eps)
-    z = _compute(mu) + _compute(eps) * torch.exp(0.5 * _compute(logvar))
-    return z.to(mu.dtype)
+    return _reparameterize(mu, logvar, _compute(eps))
 
 
 def reparameterize_sampled(mu, logvar, seed):
     check_inputs("reparameterize_sampled", mu, logvar, seed=seed)
-    return reparameterize(mu, logvar, sample_eps(seed, mu))
+    return _reparameterize(mu, logvar, sample_eps(seed, mu))
 
 
 def gaussian_kl(mu, logvar, prior_mu=None, prior_logvar=None):
@@ -236,7 +241,7 @@ def reparameterize_kl(mu, logvar, eps=None, seed=None, prior_mu=None, prior_logv
 def reparameterize_backward(grad_z, logvar, eps=None, seed=None):
     check_inputs("reparameterize_backward", logvar, logvar, eps=eps, seed=seed)
     _check_like_mu(grad_z, "grad_z", logvar, "reparameterize_backward")
-    e = _compute(eps) if eps is not None else sample_eps(seed, logvar).to(_compute(logvar).dtype)
+    e = _compute(eps) if eps is not None else sample_eps(seed, logvar)
     lv = _compute(logvar)
     return (_compute(grad_z) * (0.5 * e * torch.exp(0.5 * lv))).to(logvar.dtype)
 
@@ -255,7 +260,7 @@ def reparameterize_kl_backward(
         if eps is None and seed is None:
             raise ValueError(f"{op}: grad_z needs eps or seed to rebuild the sample")
         gz = _compute(grad_z)
-        e = _compute(eps) if eps is not None else sample_eps(seed, mu).to(m.dtype)
+        e = _compute(eps) if eps is not None else sample_eps(seed, mu)
         g_mu = g_mu + gz
         g_lv = g_lv + gz * (0.5 * e * torch.exp(0.5 * lv))
     if grad_kl is not None:

@@ -1,0 +1,193 @@
+"""reparameterize_kl: the fused op against the separate ops and the float64 oracles."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import (
+    PRIOR_KINDS,
+    as_prior_tensor,
+    assert_close,
+    assert_kl_close,
+    compute_dtype,
+    f64,
+    float64_grads,
+    grad_like,
+    kl_distributions,
+    latent,
+    make_prior,
+    randn,
+    seed_tensor,
+    z_formula,
+)
+
+import vae_ext
+from vae_ext import reference
+
+SHAPE = (5, 7)
+SOURCES = ("eps", "seed")
+SEED = 4242
+
+
+def eps_and_seed(source, shape, dtype):
+    if source == "eps":
+        return randn(shape, dtype, torch.Generator().manual_seed(13)), None
+    return None, seed_tensor(SEED)
+
+
+def eps64(eps, like):
+    if eps is not None:
+        return f64(eps)
+    return reference.normals(SEED, like.numel()).reshape(like.shape).double()
+
+
+def tensor_priors(kind, shape, dtype):
+    mu = torch.empty(0, dtype=dtype)
+    return tuple(as_prior_tensor(p, mu) for p in make_prior(kind, shape, dtype))
+
+
+def fused_oracle(eps):
+    """(z, kl) in float64 as a function of (mu, logvar, prior_mu, prior_logvar)."""
+
+    def oracle(mu, logvar, prior_mu, prior_logvar):
+        return z_formula(mu, logvar, eps), kl_distributions(mu, logvar, prior_mu, prior_logvar)
+
+    return oracle
+
+
+@pytest.mark.parametrize("kind", PRIOR_KINDS)
+@pytest.mark.parametrize("source", SOURCES)
+def test_fused_equals_separate_ops(backend, dtype, kind, source):
+    mu, logvar = latent(SHAPE, dtype)
+    eps, seed = eps_and_seed(source, SHAPE, dtype)
+    prior_mu, prior_logvar = tensor_priors(kind, SHAPE, dtype)
+    z, kl = backend.reparameterize_kl(mu, logvar, eps, seed, prior_mu, prior_logvar)
+    separate_z = backend.reparameterize(mu, logvar, eps) if eps is not None else None
+    if seed is not None:
+        separate_z = backend.reparameterize_sampled(mu, logvar, seed)
+    assert torch.equal(z, separate_z)
+    separate_kl = backend.gaussian_kl(mu, logvar, prior_mu, prior_logvar)
+    assert kl.dtype == separate_kl.dtype == compute_dtype(dtype)
+    # Equal up to the order of the row sum.
+    torch.testing.assert_close(kl, separate_kl, rtol=2 * torch.finfo(kl.dtype).eps, atol=0.0)
+
+
+@pytest.mark.parametrize("kind", PRIOR_KINDS)
+@pytest.mark.parametrize("source", SOURCES)
+def test_fused_values(backend, dtype, kind, source):
+    mu, logvar = latent(SHAPE, dtype)
+    eps, seed = eps_and_seed(source, SHAPE, dtype)
+    prior_mu, prior_logvar = tensor_priors(kind, SHAPE, dtype)
+    z, kl = backend.reparameterize_kl(mu, logvar, eps, seed, prior_mu, prior_logvar)
+    expected_z, expected_kl = fused_oracle(eps64(eps, mu))(f64(mu), f64(logvar), f64(prior_mu), f64(prior_logvar))
+    assert_close(z, expected_z, dtype)
+    assert_kl_close(kl, expected_kl, dtype, SHAPE[1])
+
+
+def fused_gradients(kind, source, dtype, use_z, use_kl):
+    """Gradients of (z * grad_z).sum() + (kl * grad_kl).sum() through the functional API."""
+    mu, logvar = latent(SHAPE, dtype)
+    eps, seed = eps_and_seed(source, SHAPE, dtype)
+    prior_mu, prior_logvar = tensor_priors(kind, SHAPE, dtype)
+    leaves = [t.requires_grad_(True) for t in (mu, logvar, eps, prior_mu, prior_logvar) if t is not None]
+    if seed is not None:  # the functional API draws the seed: draw the same one from an equal generator
+        seed = vae_ext.draw_seed("cpu", torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    z, kl = vae_ext.reparameterize_kl(mu, logvar, eps, prior_mu, prior_logvar, generator=generator)
+    grad_z = grad_like(z, seed=21) if use_z else None
+    grad_kl = grad_like(kl, seed=22) if use_kl else None
+    loss = sum((out * g).sum() for out, g in ((z, grad_z), (kl, grad_kl)) if g is not None)
+    grads = torch.autograd.grad(loss, leaves)
+    return (mu, logvar, eps, seed, prior_mu, prior_logvar), leaves, grads, (grad_z, grad_kl)
+
+
+def expected_fused_gradients(inputs, grad_outputs):
+    mu, logvar, eps, seed, prior_mu, prior_logvar = inputs
+    e64 = f64(eps) if eps is not None else reference.normals(int(seed), mu.numel()).reshape(mu.shape).double()
+
+    def oracle(mu_, logvar_, eps_, prior_mu_, prior_logvar_):
+        eps_value = eps_ if eps_ is not None else e64
+        return fused_oracle(eps_value)(mu_, logvar_, prior_mu_, prior_logvar_)
+
+    return [g for g in float64_grads(oracle, (mu, logvar, eps, prior_mu, prior_logvar), grad_outputs) if g is not None]
+
+
+@pytest.mark.parametrize("use", ("both", "z_only", "kl_only"))
+@pytest.mark.parametrize("kind", PRIOR_KINDS)
+@pytest.mark.parametrize("source", SOURCES)
+def test_fused_gradients(api_backend, dtype, kind, source, use):
+    inputs, leaves, grads, grad_outputs = fused_gradients(kind, source, dtype, use != "kl_only", use != "z_only")
+    expected = expected_fused_gradients(inputs, grad_outputs)
+    for leaf, grad, exp in zip(leaves, grads, expected):
+        assert grad.shape == leaf.shape and grad.dtype == leaf.dtype
+        assert_close(grad, exp, dtype, terms=math.prod(SHAPE) // max(leaf.numel(), 1))
+
+
+@pytest.mark.parametrize("kind", ("standard", "scalar_tensor", "per_latent", "per_latent_keepdim", "full"))
+@pytest.mark.parametrize("source", SOURCES)
+def test_fused_gradcheck(backend, kind, source):
+    shape = (3, 4)
+    mu, logvar = latent(shape, torch.float64)
+    eps, seed = eps_and_seed(source, shape, torch.float64)
+    prior_mu, prior_logvar = tensor_priors(kind, shape, torch.float64)
+    differentiable = [t for t in (mu, logvar, eps, prior_mu, prior_logvar) if t is not None]
+    for t in differentiable:
+        t.requires_grad_(True)
+
+    def fused(*args):
+        values = iter(args)
+        pick = [next(values) if t is not None else None for t in (mu, logvar, eps, prior_mu, prior_logvar)]
+        return backend.reparameterize_kl(pick[0], pick[1], pick[2], seed, pick[3], pick[4])
+
+    assert torch.autograd.gradcheck(fused, tuple(differentiable))
+
+
+@pytest.mark.parametrize("prior_grads", (False, True))
+@pytest.mark.parametrize("source", (None, "eps", "seed"))
+def test_fused_backward_op(backend, dtype, source, prior_grads):
+    mu, logvar = latent(SHAPE, dtype)
+    eps, seed = eps_and_seed(source, SHAPE, dtype) if source else (None, None)
+    prior_mu, prior_logvar = tensor_priors("per_latent", SHAPE, dtype)
+    grad_z = grad_like(mu, seed=31) if source else None
+    grad_kl = grad_like(torch.empty(SHAPE[0], dtype=compute_dtype(dtype)), seed=32)
+    outputs = backend.reparameterize_kl_backward(
+        grad_z, grad_kl, mu, logvar, eps, seed, prior_mu, prior_logvar, prior_grads
+    )
+    e64 = eps64(eps, mu) if source else None
+    full_prior = (prior_mu.expand(SHAPE), prior_logvar.expand(SHAPE))
+
+    def oracle(mu_, logvar_, prior_mu_, prior_logvar_):
+        kl = kl_distributions(mu_, logvar_, prior_mu_, prior_logvar_)
+        return (z_formula(mu_, logvar_, e64), kl) if source else (kl,)
+
+    grad_outputs = (grad_z, grad_kl) if source else (grad_kl,)
+    expected = float64_grads(oracle, (mu, logvar, *full_prior), grad_outputs)
+    assert_close(outputs[0], expected[0], dtype)
+    assert_close(outputs[1], expected[1], dtype)
+    if prior_grads:
+        assert_close(outputs[2], expected[2], dtype)
+        assert_close(outputs[3], expected[3], dtype)
+    else:
+        assert outputs[2].shape == (0,) and outputs[3].shape == (0,)
+
+
+@pytest.mark.parametrize("reduction", ("none", "sum", "mean"))
+def test_fused_reduction(api_backend, reduction):
+    mu, logvar = latent(SHAPE, torch.float64)
+    eps = randn(SHAPE, torch.float64, torch.Generator().manual_seed(1))
+    z, kl = vae_ext.reparameterize_kl(mu, logvar, eps, reduction=reduction)
+    per_sample = vae_ext.gaussian_kl(mu, logvar, reduction="none")
+    expected = {"none": per_sample, "sum": per_sample.sum(), "mean": per_sample.mean()}[reduction]
+    torch.testing.assert_close(kl, expected, rtol=1e-15, atol=0.0)
+    assert torch.equal(z, api_backend.reparameterize(mu, logvar, eps))
+
+
+def test_fused_needs_exactly_one_of_eps_and_seed(backend):
+    mu, logvar = latent(SHAPE, torch.float32)
+    eps = torch.randn(SHAPE)
+    with pytest.raises(ValueError, match="eps"):
+        backend.reparameterize_kl(mu, logvar, eps, seed_tensor(1), None, None)
+    with pytest.raises(ValueError, match="seed"):
+        backend.reparameterize_kl(mu, logvar, None, None, None, None)

@@ -1,0 +1,176 @@
+"""torch.library.opcheck on every op, and torch.compile(fullgraph=True) against eager."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import assert_close, compute_dtype, grad_like, latent, make_prior, needs_compiled, randn, seed_tensor
+
+import vae_ext
+from vae_ext import _ops
+
+SHAPE = (4, 6)
+
+
+def inputs(dtype=torch.float32, shape=SHAPE, prior="standard", grads=()):
+    """Named op inputs; the names in `grads` require grad."""
+    mu, logvar = latent(shape, dtype)
+    gen = torch.Generator().manual_seed(9)
+    prior_mu, prior_logvar = make_prior(prior, shape, dtype)
+    values = {
+        "mu": mu,
+        "logvar": logvar,
+        "eps": randn(shape, dtype, gen),
+        "grad_z": randn(shape, dtype, gen),
+        "grad_kl": randn(shape[:1], compute_dtype(dtype), gen),
+        "seed": seed_tensor(271828),
+        "prior_mu": prior_mu,
+        "prior_logvar": prior_logvar,
+    }
+    for name in grads:
+        values[name].requires_grad_(True)
+    return values
+
+
+def strided_inputs():
+    values = inputs()
+    h = torch.cat((values["mu"], values["logvar"]), dim=1)
+    values["mu"], values["logvar"] = h.chunk(2, dim=1)
+    return values
+
+
+def forward_cases():
+    """(id, op name, args) for the forward ops."""
+    ops = []
+    for grads in ((), ("mu", "logvar"), ("logvar",)):
+        v = inputs(grads=grads + ("eps",) if grads else ())
+        ops.append(
+            (f"reparameterize-{'-'.join(grads) or 'nograd'}", "reparameterize", (v["mu"], v["logvar"], v["eps"]))
+        )
+        v = inputs(grads=grads)
+        ops.append(
+            (f"sampled-{'-'.join(grads) or 'nograd'}", "reparameterize_sampled", (v["mu"], v["logvar"], v["seed"]))
+        )
+    for prior in ("standard", "scalar_tensor", "per_latent", "per_latent_keepdim", "full"):
+        grads = ("mu", "logvar") if prior == "standard" else ("mu", "prior_mu", "prior_logvar")
+        v = inputs(prior=prior, grads=grads)
+        kl_args = (v["mu"], v["logvar"], v["prior_mu"], v["prior_logvar"])
+        ops.append((f"kl-{prior}", "gaussian_kl", kl_args))
+        ops.append((f"fused-eps-{prior}", "reparameterize_kl", (v["mu"], v["logvar"], v["eps"], None) + kl_args[2:]))
+        ops.append((f"fused-seed-{prior}", "reparameterize_kl", (v["mu"], v["logvar"], None, v["seed"]) + kl_args[2:]))
+    v = inputs(dtype=torch.bfloat16, shape=(3, 2, 2, 5), prior="per_latent", grads=("mu", "logvar"))
+    ops.append(("fused-bf16-4d", "reparameterize_kl", (v["mu"], v["logvar"], None, v["seed"], v["prior_mu"], None)))
+    v = inputs(dtype=torch.float64, grads=("mu",))
+    ops.append(("kl-float64-nograd-logvar", "gaussian_kl", (v["mu"], v["logvar"], None, None)))
+    v = strided_inputs()
+    ops.append(("fused-strided", "reparameterize_kl", (v["mu"], v["logvar"], None, v["seed"], None, None)))
+    return ops
+
+
+def backward_cases():
+    """(id, op name, args) for the backward ops (no autograd of their own: no grads)."""
+    v = inputs(prior="per_latent")
+    mu, logvar, eps, seed = v["mu"], v["logvar"], v["eps"], v["seed"]
+    gz, gk, pmu, plv = v["grad_z"], v["grad_kl"], v["prior_mu"], v["prior_logvar"]
+    half = inputs(dtype=torch.float16, prior="full")
+    return [
+        ("rep-bwd-eps", "reparameterize_backward", (gz, logvar, eps, None)),
+        ("rep-bwd-seed", "reparameterize_backward", (gz, logvar, None, seed)),
+        ("fused-bwd-seed-prior", "reparameterize_kl_backward", (gz, gk, mu, logvar, None, seed, pmu, plv, True)),
+        ("fused-bwd-eps-noprior", "reparameterize_kl_backward", (gz, gk, mu, logvar, eps, None, None, None, False)),
+        ("fused-bwd-z-only", "reparameterize_kl_backward", (gz, None, mu, logvar, None, seed, None, None, False)),
+        ("kl-bwd", "reparameterize_kl_backward", (None, gk, mu, logvar, None, None, pmu, None, True)),
+        (
+            "fused-bwd-half",
+            "reparameterize_kl_backward",
+            (half["grad_z"], half["grad_kl"], half["mu"], half["logvar"], None, half["seed"])
+            + (half["prior_mu"], half["prior_logvar"], True),
+        ),
+    ]
+
+
+OPCHECK_CASES = forward_cases() + backward_cases()
+
+
+@needs_compiled
+@pytest.mark.parametrize(("name", "args"), [(c[1], c[2]) for c in OPCHECK_CASES], ids=[c[0] for c in OPCHECK_CASES])
+def test_opcheck(name, args):
+    torch.library.opcheck(getattr(torch.ops.vae_ext, name).default, args)
+
+
+@needs_compiled
+def test_every_op_is_opchecked():
+    assert {case[1] for case in OPCHECK_CASES} == set(_ops.OP_NAMES)
+
+
+# --------------------------------------------------------------------------- torch.compile
+
+
+def vae_loss(mu, logvar, eps, prior_mu, prior_logvar, weight):
+    z, kl = vae_ext.reparameterize_kl(mu, logvar, eps, prior_mu, prior_logvar, reduction="mean")
+    standard_kl = vae_ext.gaussian_kl(mu, logvar, prior_mu=0.5, reduction="sum")
+    return z, (z * weight).sum() + kl + 0.1 * standard_kl
+
+
+def sampled_loss(mu, logvar, seed, weight):
+    z, kl = torch.ops.vae_ext.reparameterize_kl(mu, logvar, None, seed, None, None)
+    z2 = torch.ops.vae_ext.reparameterize_sampled(mu, logvar, seed)
+    return z, (z * weight).sum() + (z2 * z2).sum() + kl.mean()
+
+
+def loss_and_grads(fn, leaves, *rest):
+    z, loss = fn(*leaves, *rest)
+    return (z.detach(), loss.detach(), *torch.autograd.grad(loss, leaves))
+
+
+def assert_same_results(compiled, eager, dtype):
+    for c, e in zip(compiled, eager):
+        assert_close(c, e.double(), dtype)
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.fixture
+def compiled_api(monkeypatch):
+    """The functional API on the compiled ops, whatever VAE_EXT_FORCE_FALLBACK says."""
+    monkeypatch.setattr(_ops, "ops", _ops.compiled)
+
+
+@needs_compiled
+def test_compile_fullgraph_given_eps_matches_eager(compiled_api):
+    values = inputs(prior="per_latent")
+    leaves = [values[k].requires_grad_(True) for k in ("mu", "logvar", "eps", "prior_mu", "prior_logvar")]
+    weight = grad_like(values["mu"])
+    eager = loss_and_grads(vae_loss, leaves, weight)
+    compiled = loss_and_grads(torch.compile(vae_loss, fullgraph=True), leaves, weight)
+    assert_same_results(compiled, eager, torch.float32)
+
+
+@needs_compiled
+def test_compile_fullgraph_sampled_matches_eager():
+    values = inputs()
+    leaves = [values["mu"].requires_grad_(True), values["logvar"].requires_grad_(True)]
+    weight = grad_like(values["mu"])
+    compiled_fn = torch.compile(sampled_loss, fullgraph=True)
+    eager = loss_and_grads(sampled_loss, leaves, values["seed"], weight)
+    compiled = loss_and_grads(compiled_fn, leaves, values["seed"], weight)
+    assert torch.equal(compiled[0], eager[0])  # same seed tensor -> same ε
+    assert_same_results(compiled, eager, torch.float32)
+    other_seed = loss_and_grads(compiled_fn, leaves, seed_tensor(1), weight)
+    assert not torch.equal(other_seed[0], eager[0])  # the seed is an input, not a baked constant
+
+
+def test_compile_fullgraph_fallback_given_eps(monkeypatch):
+    # Without the extension the functional API runs the fallback; with a given ε it is plain tensor code.
+    monkeypatch.setattr(_ops, "ops", _ops.fallback)
+    values = inputs(prior="per_latent")
+    leaves = [values[k].requires_grad_(True) for k in ("mu", "logvar", "eps", "prior_mu", "prior_logvar")]
+    weight = grad_like(values["mu"])
+    eager = loss_and_grads(vae_loss, leaves, weight)
+    compiled = loss_and_grads(torch.compile(vae_loss, fullgraph=True), leaves, weight)
+    assert_same_results(compiled, eager, torch.float32)
