@@ -1,8 +1,18 @@
 // Qualifiers shared by the host (C++) and device (CUDA) builds of the math headers.
+// On the host the helpers are always inlined: the CPU kernels rely on that to vectorize
+// their loops (csrc/cpu/), and internal linkage keeps ISA-specific copies apart.
 #pragma once
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define VAE_HD __host__ __device__ __forceinline__
+#define VAE_HD_METHOD __host__ __device__ __forceinline__
 #else
-#define VAE_HD inline
+#define VAE_HD_METHOD inline
+#endif
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#elif defined(__GNUC__)
+#define VAE_HD static inline __attribute__((always_inline))
+#else
+#define VAE_HD static inline
 #endif

@@ -21,7 +21,7 @@ struct Strided {
   const T* data;
   int64_t row_stride;
   int64_t col_stride;
-  VAE_HD T at(int64_t b, int64_t j) const { return data[b * row_stride + j * col_stride]; }
+  VAE_HD_METHOD T at(int64_t b, int64_t j) const { return data[b * row_stride + j * col_stride]; }
 };
 
 struct LatentShape {

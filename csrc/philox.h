@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cmath>
 #include <cstring>
 
 #include "macros.h"
@@ -41,19 +42,29 @@ VAE_HD PhiloxKey philox_key(int64_t seed) {
   return {static_cast<uint32_t>(s), static_cast<uint32_t>(s >> 32)};
 }
 
+VAE_HD Uint4 philox_round(Uint4 c, uint32_t k0, uint32_t k1) {
+  const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * c.x0;
+  const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * c.x2;
+  const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
+  const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
+  return {hi1 ^ c.x1 ^ k0, lo1, hi0 ^ c.x3 ^ k1, lo0};
+}
+
+// Round r uses the key bumped r times.
+VAE_HD uint32_t philox_round_key0(PhiloxKey key, int round) {
+  return key.k0 + static_cast<uint32_t>(round) * kPhiloxW0;
+}
+
+VAE_HD uint32_t philox_round_key1(PhiloxKey key, int round) {
+  return key.k1 + static_cast<uint32_t>(round) * kPhiloxW1;
+}
+
 VAE_HD Uint4 philox4x32_10(Uint4 c, PhiloxKey key) {
-  uint32_t k0 = key.k0, k1 = key.k1;
 #if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
   for (int round = 0; round < 10; ++round) {
-    const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * c.x0;
-    const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * c.x2;
-    const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
-    const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
-    c = {hi1 ^ c.x1 ^ k0, lo1, hi0 ^ c.x3 ^ k1, lo0};
-    k0 += kPhiloxW0;
-    k1 += kPhiloxW1;
+    c = philox_round(c, philox_round_key0(key, round), philox_round_key1(key, round));
   }
   return c;
 }
@@ -86,7 +97,7 @@ VAE_HD float bits_float(uint32_t u) {
 // (2k + 1) * 2^-24 for k = x >> 9: 2^23 evenly spaced values in (0, 1), never 0 or 1.
 // Both steps are exact in float.
 VAE_HD float uniform_open01(uint32_t x) {
-  return static_cast<float>(x >> 9) * 0x1p-23f + 0x1p-24f;
+  return static_cast<float>(static_cast<int32_t>(x >> 9)) * 0x1p-23f + 0x1p-24f;
 }
 
 // Natural log of a normal positive float (the sampler calls it on (0, 1)).

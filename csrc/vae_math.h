@@ -4,27 +4,78 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 
 #include "macros.h"
+#include "philox.h"
 
 namespace vae_ext {
+
+// ----------------------------------------------------------------------------------------
+// exp and expm1 for float, as plain IEEE arithmetic: the CPU kernels vectorize them and the
+// CUDA kernels run the same steps, so z and the KL terms agree to the bit across devices.
+// x = n ln2 + r, |r| <= ln2/2; expm1(r) by its Taylor series to r^7 (truncation < 0.2 ulp);
+// 2^n applied as two factors so that results down to the subnormal range stay exact.
+// Max error against float64: exp_f32 1 ulp, expm1_f32 2 ulp (tests/test_math.py).
+
+struct ExpParts {
+  float em1_r;  // expm1(r)
+  float scale_lo, scale_hi;  // 2^n = scale_lo * scale_hi
+  float n;
+};
+
+VAE_HD ExpParts exp_parts(float x) {
+  const float clamped = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);  // NaN stays NaN
+  const float finite = clamped == clamped ? clamped : 0.0f;
+  // Round to nearest by the 1.5 * 2^23 shift (|x / ln2| < 2^22 here).
+  const float n = (finite * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float r = (clamped - n * 0.693359375f) - n * -2.12194440e-4f;
+  float p = 1.98412698e-4f;  // 1/7!
+  p = p * r + 1.38888889e-3f;
+  p = p * r + 8.33333333e-3f;
+  p = p * r + 4.16666667e-2f;
+  p = p * r + 1.66666667e-1f;
+  p = p * r + 0.5f;
+  const int32_t ni = static_cast<int32_t>(n);
+  const int32_t n_lo = ni >> 1;
+  return {r + (r * r) * p, bits_float(static_cast<uint32_t>(n_lo + 127) << 23),
+          bits_float(static_cast<uint32_t>(ni - n_lo + 127) << 23), n};
+}
+
+VAE_HD float exp_f32(float x) {
+  const ExpParts e = exp_parts(x);
+  return ((1.0f + e.em1_r) * e.scale_lo) * e.scale_hi;
+}
+
+VAE_HD float expm1_f32(float x) {
+  const ExpParts e = exp_parts(x);
+  // 2^n - 1 is exact for |n| <= 24; beyond, expm1 is exp - 1 rounded (or -1).
+  const float scale = e.scale_lo * e.scale_hi;
+  const float near = scale * e.em1_r + (scale - 1.0f);
+  const float far = ((1.0f + e.em1_r) * e.scale_lo) * e.scale_hi - 1.0f;
+  return e.n > 24.0f ? far : near;
+}
+
+VAE_HD float exp_of(float x) { return exp_f32(x); }
+VAE_HD float expm1_of(float x) { return expm1_f32(x); }
+VAE_HD double exp_of(double x) { return ::exp(x); }
+VAE_HD double expm1_of(double x) { return ::expm1(x); }
+
+// ----------------------------------------------------------------------------------------
 
 // KL(N(mu, e^lv) || N(pmu, e^plv)) = 1/2 d^2 e^-plv + 1/2 expm1(lv - plv) - 1/2 (lv - plv),
 // d = mu - pmu. The standard prior is pmu = plv = 0, for which exp(-0) = 1 exactly, so
 // kl_standard and kl_general agree to the bit.
 template <typename T>
 VAE_HD T kl_standard(T mu, T lv) {
-  using std::expm1;
-  return T(0.5) * (mu * mu + (expm1(lv) - lv));
+  return T(0.5) * (mu * mu + (expm1_of(lv) - lv));
 }
 
 template <typename T>
 VAE_HD T kl_general(T mu, T lv, T pmu, T plv) {
-  using std::exp;
-  using std::expm1;
   const T d = mu - pmu;
   const T dlv = lv - plv;
-  return T(0.5) * (d * d * exp(-plv) + (expm1(dlv) - dlv));
+  return T(0.5) * (d * d * exp_of(-plv) + (expm1_of(dlv) - dlv));
 }
 
 // Gradients of one KL element, scaled by the incoming gradient g of the per-sample KL.
@@ -36,21 +87,17 @@ struct KlGrad {
 
 template <typename T>
 VAE_HD KlGrad<T> kl_grad_standard(T g, T mu, T lv) {
-  using std::expm1;
-  const T g_lv = g * T(0.5) * expm1(lv);
-  const T g_mu = g * mu;
-  return {g_mu, g_lv, -g * T(0.5) * (expm1(lv) + mu * mu)};
+  const T em1 = expm1_of(lv);
+  return {g * mu, g * T(0.5) * em1, -g * T(0.5) * (em1 + mu * mu)};
 }
 
 // d/dplv = 1/2 (1 - (e^lv + d^2) e^-plv) = -1/2 (expm1(lv - plv) + d^2 e^-plv): the form
 // that does not cancel when q is close to p.
 template <typename T>
 VAE_HD KlGrad<T> kl_grad_general(T g, T mu, T lv, T pmu, T plv) {
-  using std::exp;
-  using std::expm1;
   const T d = mu - pmu;
-  const T inv_var_p = exp(-plv);
-  const T em1 = expm1(lv - plv);
+  const T inv_var_p = exp_of(-plv);
+  const T em1 = expm1_of(lv - plv);
   const T g_mu = g * d * inv_var_p;
   return {g_mu, g * T(0.5) * em1, -g * T(0.5) * (em1 + d * d * inv_var_p)};
 }
@@ -58,15 +105,13 @@ VAE_HD KlGrad<T> kl_grad_general(T g, T mu, T lv, T pmu, T plv) {
 // z = mu + eps * e^(lv/2)
 template <typename T>
 VAE_HD T reparam(T mu, T lv, T eps) {
-  using std::exp;
-  return mu + eps * exp(T(0.5) * lv);
+  return mu + eps * exp_of(T(0.5) * lv);
 }
 
 // dz/dlv = 1/2 eps e^(lv/2)
 template <typename T>
 VAE_HD T reparam_grad_logvar(T g_z, T lv, T eps) {
-  using std::exp;
-  return g_z * (T(0.5) * eps * exp(T(0.5) * lv));
+  return g_z * (T(0.5) * eps * exp_of(T(0.5) * lv));
 }
 
 }  // namespace vae_ext

@@ -1,151 +1,416 @@
 // CPU kernels: one pass over the rows forward (z and the per-sample KL) and one backward.
+//
+// Each row is processed in chunks of kChunk elements: inputs are staged as compute-type
+// arrays (a pointer into the tensor when no conversion is needed), the sampler fills a
+// chunk of normals, and one branch-free loop does the math of csrc/vae_math.h. Every loop
+// is plain C++ that GCC vectorizes; the entry points are compiled for several ISAs
+// (target_clones) and picked at load time. Rows are never split across threads, so the
+// results do not depend on the thread count, and the per-row KL is summed in a fixed
+// order: element j goes to partial sum j % kLanes, the partial sums are added pairwise.
 #include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
+#include <type_traits>
 
 #include "../op_front.h"
 #include "../philox.h"
 #include "../vae_math.h"
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define VAE_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VAE_CPU_CLONES
+#endif
+#define VAE_INLINE inline __attribute__((always_inline))
+
 namespace vae_ext {
 namespace {
 
-constexpr int64_t kChunk = 256;  // elements of a row handled per step (eps buffer size)
-constexpr int kLanes = 8;        // independent partial sums of a row's KL
+constexpr int64_t kChunk = 512;  // a multiple of kLanes; all chunk buffers fit in L1
+constexpr int kLanes = 16;
+constexpr int64_t kBlocks = kChunk / 4 + 1;  // Philox blocks covering kChunk elements
 
-// Standard normals for the flat indices [first, first + n) of the sampled tensor.
-void fill_normals(PhiloxKey key, uint64_t first, int64_t n, float* out) {
-  uint64_t index = first;
-  const uint64_t end = first + static_cast<uint64_t>(n);
-  while (index < end) {
-    const Float4 block = normal_block(key, index >> 2);
-    const float values[4] = {block.n0, block.n1, block.n2, block.n3};
-    for (uint64_t k = index & 3; k < 4 && index < end; ++k, ++index) *out++ = values[k];
+template <typename S>
+using Compute = std::conditional_t<std::is_same_v<S, double>, double, float>;
+
+// ------------------------------------------------------------------ element conversions
+
+VAE_INLINE float to_compute(float x) { return x; }
+VAE_INLINE double to_compute(double x) { return x; }
+VAE_INLINE float to_compute(c10::Half x) { return static_cast<float>(x); }
+VAE_INLINE float to_compute(c10::BFloat16 x) { return bits_float(static_cast<uint32_t>(x.x) << 16); }
+
+template <typename S>
+VAE_INLINE S from_compute(Compute<S> x) {
+  return static_cast<S>(x);
+}
+
+// Round to nearest even, NaN kept a (quiet) NaN; branch-free so it vectorizes.
+template <>
+VAE_INLINE c10::BFloat16 from_compute<c10::BFloat16>(float x) {
+  const uint32_t u = float_bits(x);
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  const uint16_t bits = static_cast<uint16_t>(x != x ? 0x7FC0u : rounded);
+  return c10::BFloat16(bits, c10::BFloat16::from_bits());
+}
+
+// The n elements of row b starting at column j0, as compute-type values: a pointer into
+// the tensor when it already holds them contiguously, else converted into `buffer`.
+template <typename S>
+VAE_INLINE const Compute<S>* stage(const Strided<S>& t, int64_t b, int64_t j0, int64_t n,
+                                   Compute<S>* buffer) {
+  const S* src = t.data + b * t.row_stride + j0 * t.col_stride;
+  if constexpr (std::is_same_v<S, Compute<S>>) {
+    if (t.col_stride == 1) return src;
+  }
+  if (t.col_stride == 0) {
+    std::fill(buffer, buffer + n, to_compute(*src));
+  } else {
+    for (int64_t i = 0; i < n; ++i) buffer[i] = to_compute(src[i]);
+  }
+  return buffer;
+}
+
+template <typename S>
+VAE_INLINE void store(const Compute<S>* values, int64_t n, S* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = from_compute<S>(values[i]);
+}
+
+// ------------------------------------------------------------------ sampler
+
+// The standard normals of flat indices [first, first + n), n <= kChunk: Philox over a
+// batch of blocks in structure-of-arrays form (each loop vectorizes), then Box-Muller.
+VAE_CPU_CLONES void fill_normals(PhiloxKey key, uint64_t first, int64_t n, float* out) {
+  const uint64_t block0 = first >> 2;
+  const int64_t blocks = static_cast<int64_t>(((first + n + 3) >> 2) - block0);
+  alignas(64) uint32_t x0[kBlocks], x1[kBlocks], x2[kBlocks], x3[kBlocks];
+  for (int64_t k = 0; k < blocks; ++k) {
+    const uint64_t block = block0 + static_cast<uint64_t>(k);
+    x0[k] = static_cast<uint32_t>(block);
+    x1[k] = static_cast<uint32_t>(block >> 32);
+    x2[k] = 0;
+    x3[k] = 0;
+  }
+  for (int round = 0; round < 10; ++round) {
+    const uint32_t k0 = philox_round_key0(key, round), k1 = philox_round_key1(key, round);
+    for (int64_t k = 0; k < blocks; ++k) {
+      const Uint4 c = philox_round({x0[k], x1[k], x2[k], x3[k]}, k0, k1);
+      x0[k] = c.x0;
+      x1[k] = c.x1;
+      x2[k] = c.x2;
+      x3[k] = c.x3;
+    }
+  }
+  alignas(64) float n0[kBlocks], n1[kBlocks], n2[kBlocks], n3[kBlocks];
+  for (int64_t k = 0; k < blocks; ++k) {
+    box_muller(x0[k], x1[k], &n0[k], &n1[k]);
+    box_muller(x2[k], x3[k], &n2[k], &n3[k]);
+  }
+  alignas(64) float flat[4 * kBlocks];
+  for (int64_t k = 0; k < blocks; ++k) {
+    flat[4 * k] = n0[k];
+    flat[4 * k + 1] = n1[k];
+    flat[4 * k + 2] = n2[k];
+    flat[4 * k + 3] = n3[k];
+  }
+  std::memcpy(out, flat + (first & 3), static_cast<size_t>(n) * sizeof(float));
+}
+
+// ε of row b, columns [j0, j0 + n): sampled from the key or staged from the given tensor.
+template <typename S>
+VAE_INLINE const Compute<S>* stage_eps(const Strided<S>& eps, bool sampled, PhiloxKey key,
+                                       int64_t cols, int64_t b, int64_t j0, int64_t n,
+                                       Compute<S>* buffer) {
+  if (!sampled) return stage(eps, b, j0, n, buffer);
+  if constexpr (std::is_same_v<Compute<S>, float>) {
+    fill_normals(key, static_cast<uint64_t>(b * cols + j0), n, buffer);
+  } else {
+    alignas(64) float normals[kChunk];
+    fill_normals(key, static_cast<uint64_t>(b * cols + j0), n, normals);
+    for (int64_t i = 0; i < n; ++i) buffer[i] = normals[i];
+  }
+  return buffer;
+}
+
+template <typename T>
+VAE_INLINE void add_to_lanes(T* values, int64_t n, T (&lanes)[kLanes]) {
+  const int64_t padded = (n + kLanes - 1) / kLanes * kLanes;
+  for (int64_t i = n; i < padded; ++i) values[i] = T(0);
+  for (int64_t i = 0; i < padded; i += kLanes) {
+    for (int q = 0; q < kLanes; ++q) lanes[q] += values[i + q];
   }
 }
 
 template <typename T>
-T sum_lanes(const T (&lanes)[kLanes]) {
-  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
-         ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+VAE_INLINE T sum_lanes(const T (&lanes)[kLanes]) {
+  T level[kLanes];
+  std::copy(lanes, lanes + kLanes, level);
+  for (int width = kLanes / 2; width >= 1; width /= 2) {
+    for (int q = 0; q < width; ++q) level[q] = level[2 * q] + level[2 * q + 1];
+  }
+  return level[0];
+}
+
+// ------------------------------------------------------------------ forward
+
+template <typename S>
+struct ForwardView {
+  int64_t cols;
+  Strided<S> mu, logvar, eps, prior_mu, prior_logvar;
+  bool sampled;
+  PhiloxKey key;
+  S* z;
+  Compute<S>* kl;
+};
+
+template <typename S, bool kZ, bool kKl, bool kPrior>
+VAE_INLINE void forward_rows(const ForwardView<S>& v, int64_t b0, int64_t b1) {
+  using T = Compute<S>;
+  alignas(64) T m_buf[kChunk], l_buf[kChunk], e_buf[kChunk], pm_buf[kChunk], pl_buf[kChunk];
+  alignas(64) T z_buf[kChunk], kl_buf[kChunk];
+  for (int64_t b = b0; b < b1; ++b) {
+    T lanes[kLanes] = {};
+    for (int64_t j0 = 0; j0 < v.cols; j0 += kChunk) {
+      const int64_t n = std::min(kChunk, v.cols - j0);
+      const T* m = stage(v.mu, b, j0, n, m_buf);
+      const T* l = stage(v.logvar, b, j0, n, l_buf);
+      if constexpr (kZ) {
+        const T* e = stage_eps(v.eps, v.sampled, v.key, v.cols, b, j0, n, e_buf);
+        for (int64_t i = 0; i < n; ++i) z_buf[i] = reparam(m[i], l[i], e[i]);
+        store(z_buf, n, v.z + b * v.cols + j0);
+      }
+      if constexpr (kKl) {
+        if constexpr (kPrior) {
+          const T* pm = stage(v.prior_mu, b, j0, n, pm_buf);
+          const T* pl = stage(v.prior_logvar, b, j0, n, pl_buf);
+          for (int64_t i = 0; i < n; ++i) kl_buf[i] = kl_general(m[i], l[i], pm[i], pl[i]);
+        } else {
+          for (int64_t i = 0; i < n; ++i) kl_buf[i] = kl_standard(m[i], l[i]);
+        }
+        add_to_lanes(kl_buf, n, lanes);
+      }
+    }
+    if constexpr (kKl) v.kl[b] = sum_lanes(lanes);
+  }
+}
+
+template <typename S>
+VAE_INLINE void forward_rows_any(const ForwardView<S>& v, int64_t b0, int64_t b1) {
+  const bool z = v.z != nullptr, kl = v.kl != nullptr;
+  const bool prior = v.prior_mu.data != nullptr;
+  if (z && kl) {
+    prior ? forward_rows<S, true, true, true>(v, b0, b1)
+          : forward_rows<S, true, true, false>(v, b0, b1);
+  } else if (z) {
+    forward_rows<S, true, false, false>(v, b0, b1);
+  } else {
+    prior ? forward_rows<S, false, true, true>(v, b0, b1)
+          : forward_rows<S, false, true, false>(v, b0, b1);
+  }
+}
+
+VAE_CPU_CLONES void forward_rows_f32(const ForwardView<float>& v, int64_t b0, int64_t b1) {
+  forward_rows_any(v, b0, b1);
+}
+VAE_CPU_CLONES void forward_rows_bf16(const ForwardView<c10::BFloat16>& v, int64_t b0, int64_t b1) {
+  forward_rows_any(v, b0, b1);
+}
+void forward_rows_f16(const ForwardView<c10::Half>& v, int64_t b0, int64_t b1) {
+  forward_rows_any(v, b0, b1);
+}
+void forward_rows_f64(const ForwardView<double>& v, int64_t b0, int64_t b1) {
+  forward_rows_any(v, b0, b1);
+}
+
+VAE_INLINE void forward_rows_typed(const ForwardView<float>& v, int64_t b0, int64_t b1) {
+  forward_rows_f32(v, b0, b1);
+}
+VAE_INLINE void forward_rows_typed(const ForwardView<c10::BFloat16>& v, int64_t b0, int64_t b1) {
+  forward_rows_bf16(v, b0, b1);
+}
+VAE_INLINE void forward_rows_typed(const ForwardView<c10::Half>& v, int64_t b0, int64_t b1) {
+  forward_rows_f16(v, b0, b1);
+}
+VAE_INLINE void forward_rows_typed(const ForwardView<double>& v, int64_t b0, int64_t b1) {
+  forward_rows_f64(v, b0, b1);
+}
+
+// ------------------------------------------------------------------ backward
+
+template <typename S>
+struct BackwardView {
+  int64_t cols;
+  Strided<S> mu, logvar, eps, grad_z, prior_mu, prior_logvar;
+  bool sampled;
+  PhiloxKey key;
+  const Compute<S>* grad_kl;
+  S *grad_mu, *grad_logvar, *grad_prior_mu, *grad_prior_logvar;
+};
+
+template <typename S, bool kGz, bool kGkl, bool kPrior>
+VAE_INLINE void backward_rows(const BackwardView<S>& v, int64_t b0, int64_t b1) {
+  using T = Compute<S>;
+  alignas(64) T m_buf[kChunk], l_buf[kChunk], e_buf[kChunk], gz_buf[kChunk];
+  alignas(64) T pm_buf[kChunk], pl_buf[kChunk];
+  alignas(64) T gm[kChunk], gl[kChunk], gpm[kChunk], gpl[kChunk];
+  for (int64_t b = b0; b < b1; ++b) {
+    const T g = kGkl ? v.grad_kl[b] : T(0);
+    for (int64_t j0 = 0; j0 < v.cols; j0 += kChunk) {
+      const int64_t n = std::min(kChunk, v.cols - j0);
+      const int64_t out = b * v.cols + j0;
+      const T* m = kGkl ? stage(v.mu, b, j0, n, m_buf) : nullptr;
+      const T* l = stage(v.logvar, b, j0, n, l_buf);
+      const T* gz = kGz ? stage(v.grad_z, b, j0, n, gz_buf) : nullptr;
+      const T* e = kGz ? stage_eps(v.eps, v.sampled, v.key, v.cols, b, j0, n, e_buf) : nullptr;
+      const T* pm = kPrior ? stage(v.prior_mu, b, j0, n, pm_buf) : nullptr;
+      const T* pl = kPrior ? stage(v.prior_logvar, b, j0, n, pl_buf) : nullptr;
+      for (int64_t i = 0; i < n; ++i) {
+        T d_mu(0), d_lv(0);
+        if constexpr (kGz) {
+          d_mu = gz[i];
+          d_lv = reparam_grad_logvar(gz[i], l[i], e[i]);
+        }
+        if constexpr (kGkl) {
+          const KlGrad<T> k = kPrior ? kl_grad_general(g, m[i], l[i], pm[i], pl[i])
+                                     : kl_grad_standard(g, m[i], l[i]);
+          d_mu += k.mu;
+          d_lv += k.lv;
+          gpm[i] = -k.mu;
+          gpl[i] = k.plv;
+        }
+        gm[i] = d_mu;
+        gl[i] = d_lv;
+      }
+      if (v.grad_mu != nullptr) store(gm, n, v.grad_mu + out);
+      store(gl, n, v.grad_logvar + out);
+      if (v.grad_prior_mu != nullptr) {
+        if (!kGkl) {
+          std::fill(gpm, gpm + n, T(0));
+          std::fill(gpl, gpl + n, T(0));
+        }
+        store(gpm, n, v.grad_prior_mu + out);
+        store(gpl, n, v.grad_prior_logvar + out);
+      }
+    }
+  }
+}
+
+template <typename S>
+VAE_INLINE void backward_rows_any(const BackwardView<S>& v, int64_t b0, int64_t b1) {
+  const bool gz = v.grad_z.data != nullptr, gkl = v.grad_kl != nullptr;
+  const bool prior = v.prior_mu.data != nullptr;
+  if (gz && gkl) {
+    prior ? backward_rows<S, true, true, true>(v, b0, b1)
+          : backward_rows<S, true, true, false>(v, b0, b1);
+  } else if (gz) {
+    backward_rows<S, true, false, false>(v, b0, b1);
+  } else if (gkl) {
+    prior ? backward_rows<S, false, true, true>(v, b0, b1)
+          : backward_rows<S, false, true, false>(v, b0, b1);
+  } else {
+    backward_rows<S, false, false, false>(v, b0, b1);
+  }
+}
+
+VAE_CPU_CLONES void backward_rows_f32(const BackwardView<float>& v, int64_t b0, int64_t b1) {
+  backward_rows_any(v, b0, b1);
+}
+VAE_CPU_CLONES void backward_rows_bf16(const BackwardView<c10::BFloat16>& v, int64_t b0,
+                                       int64_t b1) {
+  backward_rows_any(v, b0, b1);
+}
+void backward_rows_f16(const BackwardView<c10::Half>& v, int64_t b0, int64_t b1) {
+  backward_rows_any(v, b0, b1);
+}
+void backward_rows_f64(const BackwardView<double>& v, int64_t b0, int64_t b1) {
+  backward_rows_any(v, b0, b1);
+}
+
+VAE_INLINE void backward_rows_typed(const BackwardView<float>& v, int64_t b0, int64_t b1) {
+  backward_rows_f32(v, b0, b1);
+}
+VAE_INLINE void backward_rows_typed(const BackwardView<c10::BFloat16>& v, int64_t b0, int64_t b1) {
+  backward_rows_bf16(v, b0, b1);
+}
+VAE_INLINE void backward_rows_typed(const BackwardView<c10::Half>& v, int64_t b0, int64_t b1) {
+  backward_rows_f16(v, b0, b1);
+}
+VAE_INLINE void backward_rows_typed(const BackwardView<double>& v, int64_t b0, int64_t b1) {
+  backward_rows_f64(v, b0, b1);
+}
+
+// ------------------------------------------------------------------ tensors -> views
+
+template <typename S>
+Strided<S> optional_rows(const at::Tensor& t) {
+  return t.defined() ? strided_rows<S>(t) : Strided<S>{nullptr, 0, 0};
+}
+
+template <typename S>
+Strided<S> optional_prior(const std::optional<PriorView>& p, const S* zero) {
+  return p ? strided_prior<S>(*p) : Strided<S>{zero, 0, 0};
+}
+
+template <typename S>
+S* optional_out(const at::Tensor& t) {
+  return t.defined() ? t.mutable_data_ptr<S>() : nullptr;
 }
 
 PhiloxKey seed_key(const at::Tensor& seed) {
-  return philox_key(*seed.const_data_ptr<int64_t>());
+  return seed.defined() ? philox_key(*seed.const_data_ptr<int64_t>()) : PhiloxKey{0, 0};
 }
 
-// Rows per parallel task: enough elements to amortise a task, whole rows so the per-row KL
-// needs no cross-thread reduction and is the same for any thread count.
+// Whole rows per task, about 32k elements each: the per-row KL needs no cross-thread
+// reduction and is the same for any thread count.
 int64_t row_grain(int64_t cols) {
   return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(cols, 1));
 }
 
-template <typename scalar_t>
+template <typename S>
 void forward_typed(const ForwardArgs& a) {
-  using T = at::opmath_type<scalar_t>;
-  const int64_t cols = a.shape.cols;
-  const auto mu = strided_rows<scalar_t>(a.mu);
-  const auto lv = strided_rows<scalar_t>(a.logvar);
-  const bool given_eps = a.eps.defined();
-  const auto eps = given_eps ? strided_rows<scalar_t>(a.eps) : Strided<scalar_t>{};
-  const PhiloxKey key = a.seed.defined() ? seed_key(a.seed) : PhiloxKey{};
-  const bool has_prior = a.prior_mu.has_value() || a.prior_logvar.has_value();
-  const scalar_t zero(0);
-  const auto pmu = a.prior_mu ? strided_prior<scalar_t>(*a.prior_mu) : Strided<scalar_t>{&zero, 0, 0};
-  const auto plv =
-      a.prior_logvar ? strided_prior<scalar_t>(*a.prior_logvar) : Strided<scalar_t>{&zero, 0, 0};
-  scalar_t* z = a.z.defined() ? a.z.mutable_data_ptr<scalar_t>() : nullptr;
-  T* kl = a.kl.defined() ? a.kl.mutable_data_ptr<T>() : nullptr;
-
-  at::parallel_for(0, a.shape.rows, row_grain(cols), [&](int64_t b0, int64_t b1) {
-    float normals[kChunk];
-    for (int64_t b = b0; b < b1; ++b) {
-      T lanes[kLanes] = {};
-      for (int64_t j0 = 0; j0 < cols; j0 += kChunk) {
-        const int64_t n = std::min(kChunk, cols - j0);
-        if (z != nullptr && !given_eps) {
-          fill_normals(key, static_cast<uint64_t>(b * cols + j0), n, normals);
-        }
-        for (int64_t k = 0; k < n; ++k) {
-          const int64_t j = j0 + k;
-          const T m = mu.at(b, j), l = lv.at(b, j);
-          if (z != nullptr) {
-            const T e = given_eps ? T(eps.at(b, j)) : T(normals[k]);
-            z[b * cols + j] = static_cast<scalar_t>(reparam(m, l, e));
-          }
-          if (kl != nullptr) {
-            lanes[k % kLanes] +=
-                has_prior ? kl_general<T>(m, l, pmu.at(b, j), plv.at(b, j)) : kl_standard(m, l);
-          }
-        }
-      }
-      if (kl != nullptr) kl[b] = sum_lanes(lanes);
-    }
-  });
+  static const S zero(0);
+  ForwardView<S> v;
+  v.cols = a.shape.cols;
+  v.mu = strided_rows<S>(a.mu);
+  v.logvar = strided_rows<S>(a.logvar);
+  v.eps = optional_rows<S>(a.eps);
+  v.sampled = a.seed.defined();
+  v.key = seed_key(a.seed);
+  const bool prior = a.prior_mu.has_value() || a.prior_logvar.has_value();
+  v.prior_mu = prior ? optional_prior<S>(a.prior_mu, &zero) : Strided<S>{nullptr, 0, 0};
+  v.prior_logvar = prior ? optional_prior<S>(a.prior_logvar, &zero) : Strided<S>{nullptr, 0, 0};
+  v.z = optional_out<S>(a.z);
+  v.kl = optional_out<Compute<S>>(a.kl);
+  at::parallel_for(0, a.shape.rows, row_grain(v.cols),
+                   [&](int64_t b0, int64_t b1) { forward_rows_typed(v, b0, b1); });
 }
 
-template <typename scalar_t>
+template <typename S>
 void backward_typed(const BackwardArgs& a) {
-  using T = at::opmath_type<scalar_t>;
-  const int64_t cols = a.shape.cols;
-  const auto mu = strided_rows<scalar_t>(a.mu);
-  const auto lv = strided_rows<scalar_t>(a.logvar);
-  const bool has_gz = a.grad_z.defined();
-  const auto gz = has_gz ? strided_rows<scalar_t>(a.grad_z) : Strided<scalar_t>{};
-  const bool given_eps = a.eps.defined();
-  const auto eps = given_eps ? strided_rows<scalar_t>(a.eps) : Strided<scalar_t>{};
-  const PhiloxKey key = a.seed.defined() ? seed_key(a.seed) : PhiloxKey{};
-  const T* gkl = a.grad_kl.defined() ? a.grad_kl.const_data_ptr<T>() : nullptr;
-  const bool has_prior = a.prior_mu.has_value() || a.prior_logvar.has_value();
-  const scalar_t zero(0);
-  const auto pmu = a.prior_mu ? strided_prior<scalar_t>(*a.prior_mu) : Strided<scalar_t>{&zero, 0, 0};
-  const auto plv =
-      a.prior_logvar ? strided_prior<scalar_t>(*a.prior_logvar) : Strided<scalar_t>{&zero, 0, 0};
-  scalar_t* g_mu = a.grad_mu.defined() ? a.grad_mu.mutable_data_ptr<scalar_t>() : nullptr;
-  scalar_t* g_lv = a.grad_logvar.mutable_data_ptr<scalar_t>();
-  scalar_t* g_pmu = a.grad_prior_mu.defined() ? a.grad_prior_mu.mutable_data_ptr<scalar_t>() : nullptr;
-  scalar_t* g_plv =
-      a.grad_prior_logvar.defined() ? a.grad_prior_logvar.mutable_data_ptr<scalar_t>() : nullptr;
-
-  at::parallel_for(0, a.shape.rows, row_grain(cols), [&](int64_t b0, int64_t b1) {
-    float normals[kChunk];
-    for (int64_t b = b0; b < b1; ++b) {
-      const T g = gkl != nullptr ? gkl[b] : T(0);
-      for (int64_t j0 = 0; j0 < cols; j0 += kChunk) {
-        const int64_t n = std::min(kChunk, cols - j0);
-        if (has_gz && !given_eps) fill_normals(key, static_cast<uint64_t>(b * cols + j0), n, normals);
-        for (int64_t k = 0; k < n; ++k) {
-          const int64_t j = j0 + k, out = b * cols + j;
-          const T m = mu.at(b, j), l = lv.at(b, j);
-          T d_mu(0), d_lv(0);
-          if (has_gz) {
-            const T dz = gz.at(b, j);
-            const T e = given_eps ? T(eps.at(b, j)) : T(normals[k]);
-            d_mu = dz;
-            d_lv = reparam_grad_logvar(dz, l, e);
-          }
-          if (gkl != nullptr) {
-            const KlGrad<T> k_grad = has_prior ? kl_grad_general<T>(g, m, l, pmu.at(b, j), plv.at(b, j))
-                                               : kl_grad_standard(g, m, l);
-            d_mu += k_grad.mu;
-            d_lv += k_grad.lv;
-            if (g_pmu != nullptr) {
-              g_pmu[out] = static_cast<scalar_t>(-k_grad.mu);
-              g_plv[out] = static_cast<scalar_t>(k_grad.plv);
-            }
-          } else if (g_pmu != nullptr) {
-            g_pmu[out] = scalar_t(0);
-            g_plv[out] = scalar_t(0);
-          }
-          if (g_mu != nullptr) g_mu[out] = static_cast<scalar_t>(d_mu);
-          g_lv[out] = static_cast<scalar_t>(d_lv);
-        }
-      }
-    }
-  });
+  static const S zero(0);
+  BackwardView<S> v;
+  v.cols = a.shape.cols;
+  v.mu = strided_rows<S>(a.mu);
+  v.logvar = strided_rows<S>(a.logvar);
+  v.eps = optional_rows<S>(a.eps);
+  v.grad_z = optional_rows<S>(a.grad_z);
+  v.sampled = a.seed.defined();
+  v.key = seed_key(a.seed);
+  const bool prior = a.prior_mu.has_value() || a.prior_logvar.has_value();
+  v.prior_mu = prior ? optional_prior<S>(a.prior_mu, &zero) : Strided<S>{nullptr, 0, 0};
+  v.prior_logvar = prior ? optional_prior<S>(a.prior_logvar, &zero) : Strided<S>{nullptr, 0, 0};
+  v.grad_kl = a.grad_kl.defined() ? a.grad_kl.const_data_ptr<Compute<S>>() : nullptr;
+  v.grad_mu = optional_out<S>(a.grad_mu);
+  v.grad_logvar = optional_out<S>(a.grad_logvar);
+  v.grad_prior_mu = optional_out<S>(a.grad_prior_mu);
+  v.grad_prior_logvar = optional_out<S>(a.grad_prior_logvar);
+  at::parallel_for(0, a.shape.rows, row_grain(v.cols),
+                   [&](int64_t b0, int64_t b1) { backward_rows_typed(v, b0, b1); });
 }
 
 void forward_cpu(const ForwardArgs& a) {
