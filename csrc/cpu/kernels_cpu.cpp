@@ -20,6 +20,7 @@
 #include "../op_front.h"
 #include "../philox.h"
 #include "../vae_math.h"
+#include "philox_simd.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define VAE_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -33,7 +34,8 @@ namespace {
 
 constexpr int64_t kChunk = 512;  // a multiple of kLanes; all chunk buffers fit in L1
 constexpr int kLanes = 16;
-constexpr int64_t kBlocks = kChunk / 4 + 1;  // Philox blocks covering kChunk elements
+constexpr int64_t kBlocks = kChunk / 4 + 16;  // Philox blocks covering kChunk elements, padded
+                                               // to whole SIMD vectors
 
 template <typename S>
 using Compute = std::conditional_t<std::is_same_v<S, double>, double, float>;
@@ -76,48 +78,48 @@ VAE_INLINE const Compute<S>* stage(const Strided<S>& t, int64_t b, int64_t j0, i
   return buffer;
 }
 
+// Where to compute an output chunk: straight into the tensor when no conversion is needed.
+template <typename S>
+VAE_INLINE Compute<S>* output_chunk(S* out, Compute<S>* buffer) {
+  if constexpr (std::is_same_v<S, Compute<S>>) {
+    if (out != nullptr) return out;
+  }
+  return buffer;
+}
+
 template <typename S>
 VAE_INLINE void store(const Compute<S>* values, int64_t n, S* out) {
+  if (static_cast<const void*>(values) == static_cast<const void*>(out)) return;
   for (int64_t i = 0; i < n; ++i) out[i] = from_compute<S>(values[i]);
 }
 
 // ------------------------------------------------------------------ sampler
 
-// The standard normals of flat indices [first, first + n), n <= kChunk: Philox over a
-// batch of blocks in structure-of-arrays form (each loop vectorizes), then Box-Muller.
-VAE_CPU_CLONES void fill_normals(PhiloxKey key, uint64_t first, int64_t n, float* out) {
-  const uint64_t block0 = first >> 2;
-  const int64_t blocks = static_cast<int64_t>(((first + n + 3) >> 2) - block0);
-  alignas(64) uint32_t x0[kBlocks], x1[kBlocks], x2[kBlocks], x3[kBlocks];
-  for (int64_t k = 0; k < blocks; ++k) {
-    const uint64_t block = block0 + static_cast<uint64_t>(k);
-    x0[k] = static_cast<uint32_t>(block);
-    x1[k] = static_cast<uint32_t>(block >> 32);
-    x2[k] = 0;
-    x3[k] = 0;
-  }
-  for (int round = 0; round < 10; ++round) {
-    const uint32_t k0 = philox_round_key0(key, round), k1 = philox_round_key1(key, round);
-    for (int64_t k = 0; k < blocks; ++k) {
-      const Uint4 c = philox_round({x0[k], x1[k], x2[k], x3[k]}, k0, k1);
-      x0[k] = c.x0;
-      x1[k] = c.x1;
-      x2[k] = c.x2;
-      x3[k] = c.x3;
-    }
-  }
+// The standard normals of flat indices [first, first + n), n <= kChunk: Philox for the
+// blocks covering them (SIMD, csrc/cpu/philox_simd.h), then Box-Muller in a loop the
+// compiler vectorizes.
+VAE_CPU_CLONES void box_muller_blocks(int64_t blocks, const uint32_t* x0, const uint32_t* x1,
+                                      const uint32_t* x2, const uint32_t* x3, float* flat) {
   alignas(64) float n0[kBlocks], n1[kBlocks], n2[kBlocks], n3[kBlocks];
   for (int64_t k = 0; k < blocks; ++k) {
     box_muller(x0[k], x1[k], &n0[k], &n1[k]);
     box_muller(x2[k], x3[k], &n2[k], &n3[k]);
   }
-  alignas(64) float flat[4 * kBlocks];
   for (int64_t k = 0; k < blocks; ++k) {
     flat[4 * k] = n0[k];
     flat[4 * k + 1] = n1[k];
     flat[4 * k + 2] = n2[k];
     flat[4 * k + 3] = n3[k];
   }
+}
+
+void fill_normals(PhiloxKey key, uint64_t first, int64_t n, float* out) {
+  const uint64_t block0 = first >> 2;
+  const int64_t blocks = static_cast<int64_t>(((first + n + 3) >> 2) - block0);
+  alignas(64) uint32_t x0[kBlocks], x1[kBlocks], x2[kBlocks], x3[kBlocks];
+  cpu::philox_blocks(key, block0, blocks, x0, x1, x2, x3);
+  alignas(64) float flat[4 * kBlocks];
+  box_muller_blocks(blocks, x0, x1, x2, x3, flat);
   std::memcpy(out, flat + (first & 3), static_cast<size_t>(n) * sizeof(float));
 }
 
@@ -179,21 +181,19 @@ VAE_INLINE void forward_rows(const ForwardView<S>& v, int64_t b0, int64_t b1) {
       const int64_t n = std::min(kChunk, v.cols - j0);
       const T* m = stage(v.mu, b, j0, n, m_buf);
       const T* l = stage(v.logvar, b, j0, n, l_buf);
-      if constexpr (kZ) {
-        const T* e = stage_eps(v.eps, v.sampled, v.key, v.cols, b, j0, n, e_buf);
-        for (int64_t i = 0; i < n; ++i) z_buf[i] = reparam(m[i], l[i], e[i]);
-        store(z_buf, n, v.z + b * v.cols + j0);
-      }
-      if constexpr (kKl) {
-        if constexpr (kPrior) {
-          const T* pm = stage(v.prior_mu, b, j0, n, pm_buf);
-          const T* pl = stage(v.prior_logvar, b, j0, n, pl_buf);
-          for (int64_t i = 0; i < n; ++i) kl_buf[i] = kl_general(m[i], l[i], pm[i], pl[i]);
-        } else {
-          for (int64_t i = 0; i < n; ++i) kl_buf[i] = kl_standard(m[i], l[i]);
+      const T* e = kZ ? stage_eps(v.eps, v.sampled, v.key, v.cols, b, j0, n, e_buf) : nullptr;
+      const T* pm = kPrior ? stage(v.prior_mu, b, j0, n, pm_buf) : nullptr;
+      const T* pl = kPrior ? stage(v.prior_logvar, b, j0, n, pl_buf) : nullptr;
+      T* z = kZ ? output_chunk(v.z + b * v.cols + j0, z_buf) : nullptr;
+      // One loop for z and the KL, so e^(lv/2) is evaluated once for both (vae_math.h).
+      for (int64_t i = 0; i < n; ++i) {
+        if constexpr (kZ) z[i] = reparam(m[i], l[i], e[i]);
+        if constexpr (kKl) {
+          kl_buf[i] = kPrior ? kl_general(m[i], l[i], pm[i], pl[i]) : kl_standard(m[i], l[i]);
         }
-        add_to_lanes(kl_buf, n, lanes);
       }
+      if constexpr (kZ) store(z, n, v.z + b * v.cols + j0);
+      if constexpr (kKl) add_to_lanes(kl_buf, n, lanes);
     }
     if constexpr (kKl) v.kl[b] = sum_lanes(lanes);
   }
@@ -257,7 +257,7 @@ VAE_INLINE void backward_rows(const BackwardView<S>& v, int64_t b0, int64_t b1) 
   using T = Compute<S>;
   alignas(64) T m_buf[kChunk], l_buf[kChunk], e_buf[kChunk], gz_buf[kChunk];
   alignas(64) T pm_buf[kChunk], pl_buf[kChunk];
-  alignas(64) T gm[kChunk], gl[kChunk], gpm[kChunk], gpl[kChunk];
+  alignas(64) T gm_buf[kChunk], gl_buf[kChunk], gpm[kChunk], gpl[kChunk];
   for (int64_t b = b0; b < b1; ++b) {
     const T g = kGkl ? v.grad_kl[b] : T(0);
     for (int64_t j0 = 0; j0 < v.cols; j0 += kChunk) {
@@ -269,6 +269,8 @@ VAE_INLINE void backward_rows(const BackwardView<S>& v, int64_t b0, int64_t b1) 
       const T* e = kGz ? stage_eps(v.eps, v.sampled, v.key, v.cols, b, j0, n, e_buf) : nullptr;
       const T* pm = kPrior ? stage(v.prior_mu, b, j0, n, pm_buf) : nullptr;
       const T* pl = kPrior ? stage(v.prior_logvar, b, j0, n, pl_buf) : nullptr;
+      T* gm = output_chunk(v.grad_mu == nullptr ? nullptr : v.grad_mu + out, gm_buf);
+      T* gl = output_chunk(v.grad_logvar + out, gl_buf);
       for (int64_t i = 0; i < n; ++i) {
         T d_mu(0), d_lv(0);
         if constexpr (kGz) {

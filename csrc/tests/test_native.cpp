@@ -6,6 +6,7 @@
 //   registration  the six ops are in the dispatcher with their schemas and a CPU kernel
 //   ops           each op called through the dispatcher, compared element by element with
 //                 the math; the sampled eps is Philox's, bit for bit
+//   ops_empty     the same with an empty batch or zero-size latents
 //   cuda          the CUDA kernels against the same math (skipped without a GPU)
 //
 //   vae_ext_native_tests                run every group
@@ -68,29 +69,28 @@ void fail(const char* file, int line, const std::string& what) {
   ++g_failures;
 }
 
-#define TEST(group, name)                                                      \
-  void test_##group##_##name();                                                \
+#define TEST(group, name)                                                            \
+  void test_##group##_##name();                                                      \
   const Registrar registrar_##group##_##name(#group, #name, &test_##group##_##name); \
   void test_##group##_##name()
 
-#define EXPECT(cond, ...)                                                                  \
+#define EXPECT(cond, ...)                                                                 \
   do {                                                                                    \
     if (!(cond)) fail(__FILE__, __LINE__, c10::str("EXPECT(" #cond ") ", ##__VA_ARGS__)); \
   } while (0)
 
 // Runs `statement` and checks that it throws ExceptionType with `needle` in its message.
-#define EXPECT_THROWS(ExceptionType, needle, statement)                                     \
-  do {                                                                                     \
-    bool thrown = false;                                                                   \
-    try {                                                                                  \
-      statement;                                                                           \
-    } catch (const ExceptionType& e) {                                                     \
-      thrown = true;                                                                       \
-      const std::string what = e.what_without_backtrace();                                \
-      EXPECT(what.find(needle) != std::string::npos, "message '", what, "' lacks '", needle, \
-            "'");                                                                          \
-    }                                                                                      \
-    EXPECT(thrown, #statement " did not throw " #ExceptionType);                            \
+#define EXPECT_THROWS(ExceptionType, needle, statement)                                            \
+  do {                                                                                             \
+    bool thrown = false;                                                                           \
+    try {                                                                                          \
+      statement;                                                                                   \
+    } catch (const ExceptionType& e) {                                                             \
+      thrown = true;                                                                               \
+      const std::string what = e.what_without_backtrace();                                         \
+      EXPECT(what.find(needle) != std::string::npos, "message '", what, "' lacks '", needle, "'"); \
+    }                                                                                              \
+    EXPECT(thrown, #statement " did not throw " #ExceptionType);                                   \
   } while (0)
 
 int run_tests(const std::string& only_group) {
@@ -238,7 +238,7 @@ TEST(philox, known_answer_vectors) {
   for (const PhiloxKat& kat : kPhiloxKats) {
     const vae_ext::Uint4 got = vae_ext::philox4x32_10(kat.counter, kat.key);
     EXPECT(got == kat.expected, "counter ", hex(kat.counter), ": got ", hex(got), ", expected ",
-          hex(kat.expected));
+           hex(kat.expected));
   }
 }
 
@@ -252,8 +252,7 @@ TEST(philox, seed_splits_into_key_words) {
 TEST(philox, block_index_is_the_counters_low_words) {
   const vae_ext::PhiloxKey key{0xa4093822u, 0x299f31d0u};
   const uint64_t block = 0x85a308d3243f6a88ull;
-  const vae_ext::Uint4 expected =
-      vae_ext::philox4x32_10({0x243f6a88u, 0x85a308d3u, 0u, 0u}, key);
+  const vae_ext::Uint4 expected = vae_ext::philox4x32_10({0x243f6a88u, 0x85a308d3u, 0u, 0u}, key);
   EXPECT(vae_ext::philox_block(key, block) == expected);
   EXPECT(!(vae_ext::philox_block(key, 1ull << 32) == vae_ext::philox_block(key, 0)));
 }
@@ -305,10 +304,10 @@ struct Moments {
 };
 
 // Checks |value - expected| <= 5 standard errors (sd / sqrt(n)).
-#define EXPECT_WITHIN_5_SE(value, expected, sd, n)                                             \
-  EXPECT(std::fabs((value) - (expected)) <= 5 * (sd) / std::sqrt(static_cast<LD>(n)), #value " = ", \
-        static_cast<double>(value), ", expected ", static_cast<double>(expected), " +- ",        \
-        static_cast<double>(5 * (sd) / std::sqrt(static_cast<LD>(n))))
+#define EXPECT_WITHIN_5_SE(value, expected, sd, n)                                               \
+  EXPECT(std::fabs((value) - (expected)) <= 5 * (sd) / std::sqrt(static_cast<LD>(n)),            \
+         #value " = ", static_cast<double>(value), ", expected ", static_cast<double>(expected), \
+         " +- ", static_cast<double>(5 * (sd) / std::sqrt(static_cast<LD>(n))))
 
 TEST(normals, box_muller_statistics) {
   constexpr uint64_t kCount = 1u << 20;
@@ -368,9 +367,9 @@ template <typename T>
 void check_kl_ulps(T mu, T lv, T pmu, T plv, LD max_ulps) {
   const LD ref = kl_reference(mu, lv, pmu, plv);
   const T got = vae_ext::kl_general<T>(mu, lv, pmu, plv);
-  EXPECT(ulps(got, ref) <= max_ulps, "kl_general(", mu, ", ", lv, ", ", pmu, ", ", plv, ") = ",
-        got, ", reference ", static_cast<double>(ref), ": ", static_cast<double>(ulps(got, ref)),
-        " ulp");
+  EXPECT(ulps(got, ref) <= max_ulps, "kl_general(", mu, ", ", lv, ", ", pmu, ", ", plv, ") = ", got,
+         ", reference ", static_cast<double>(ref), ": ", static_cast<double>(ulps(got, ref)),
+         " ulp");
 }
 
 template <typename T>
@@ -393,8 +392,11 @@ TEST(math, kl_at_edge_values_float) { check_kl_edges<float>(); }
 
 template <typename T>
 void check_kl_q_equals_p() {
-  const T cases[][2] = {{0, 0}, {T(3.7), T(-2.3)}, {T(1e4), static_cast<T>(kLogVarTinySigma)},
-                        {T(-5), 30}, {T(0.1), -30}};
+  const T cases[][2] = {{0, 0},
+                        {T(3.7), T(-2.3)},
+                        {T(1e4), static_cast<T>(kLogVarTinySigma)},
+                        {T(-5), 30},
+                        {T(0.1), -30}};
   for (const auto& c : cases) {
     EXPECT(vae_ext::kl_general<T>(c[0], c[1], c[0], c[1]) == 0, c[0], " ", c[1]);
     const auto grad = vae_ext::kl_grad_general<T>(T(1.25), c[0], c[1], c[0], c[1]);
@@ -422,7 +424,7 @@ void check_kl_near_p() {
     const T got = vae_ext::kl_general<T>(c[0], c[1], c[2], c[3]);
     const LD scale = kl_error_scale(c[0], c[1], c[2], c[3]);
     EXPECT(got >= 0 && scaled_error(got, ref, scale) <= 1, "kl_general(", c[0], ", ", c[1], ", ",
-          c[2], ", ", c[3], ") = ", got, ", reference ", static_cast<double>(ref));
+           c[2], ", ", c[3], ") = ", got, ", reference ", static_cast<double>(ref));
   }
 }
 
@@ -431,13 +433,16 @@ TEST(math, kl_near_the_prior_float) { check_kl_near_p<float>(); }
 
 TEST(math, long_double_references_agree) {
   // Where the textbook formula is accurate in long double, the series form agrees with it.
-  const LD cases[][4] = {{0.3L, 0.7L, 0, 0}, {2, -0.6L, 0.5L, 0.1L}, {1e4L, -13.8L, 0, 0},
-                         {0.25L, 30, 0, -30}, {0, 0.9L, 0, 0.2L}};
+  const LD cases[][4] = {{0.3L, 0.7L, 0, 0},
+                         {2, -0.6L, 0.5L, 0.1L},
+                         {1e4L, -13.8L, 0, 0},
+                         {0.25L, 30, 0, -30},
+                         {0, 0.9L, 0, 0.2L}};
   for (const auto& c : cases) {
     const LD textbook = kl_textbook(c[0], c[1], c[2], c[3]);
     const LD series = kl_series(c[0], c[1], c[2], c[3]);
     EXPECT(std::fabs(textbook - series) <= 0x1p-58L * std::fabs(textbook),
-          static_cast<double>(textbook), " vs ", static_cast<double>(series));
+           static_cast<double>(textbook), " vs ", static_cast<double>(series));
   }
   // Near q = p the series is the accurate one: KL ~ dlv^2 / 4 for the standard prior.
   const LD x = 1e-8L;
@@ -447,9 +452,11 @@ TEST(math, long_double_references_agree) {
 template <typename T>
 void check_kl_gradients() {
   const T g = T(-1.75), big = 30;
-  const T cases[][4] = {{T(0.7), big, 0, 0},     {T(0.7), -big, 0, 0},
+  const T cases[][4] = {{T(0.7), big, 0, 0},
+                        {T(0.7), -big, 0, 0},
                         {T(1e4), static_cast<T>(kLogVarTinySigma), T(1e4) - T(0.5), T(-2)},
-                        {T(-1.5), T(1e-8), T(0.5), 0}, {T(2), T(-3), T(-1), T(4)}};
+                        {T(-1.5), T(1e-8), T(0.5), 0},
+                        {T(2), T(-3), T(-1), T(4)}};
   for (const auto& c : cases) {
     const LD mu = c[0], lv = c[1], pmu = c[2], plv = c[3], d = mu - pmu;
     const auto grad = vae_ext::kl_grad_general<T>(g, c[0], c[1], c[2], c[3]);
@@ -462,7 +469,7 @@ void check_kl_gradients() {
     EXPECT(ulps(grad.lv, ref_lv) <= 2, "d/dlv ", grad.lv, " vs ", static_cast<double>(ref_lv));
     const LD plv_scale = 0.5L * std::fabs(g) * (std::fabs(em1) + d * d * std::exp(-plv));
     EXPECT(scaled_error(grad.plv, ref_plv, plv_scale) <= 2, "d/dplv ", grad.plv, " vs ",
-          static_cast<double>(ref_plv));
+           static_cast<double>(ref_plv));
   }
 }
 
@@ -472,20 +479,23 @@ TEST(math, kl_gradients_float) { check_kl_gradients<float>(); }
 template <typename T>
 void check_reparam_edges() {
   const T big = 30, lv_tiny_sigma = static_cast<T>(kLogVarTinySigma);
-  const T cases[][3] = {{0, big, T(-2.3)},        {0, -big, T(-2.3)},     {T(1.5), big, T(0.4)},
-                        {T(1e4), lv_tiny_sigma, T(1.7)}, {T(-1e4), lv_tiny_sigma, T(-3.1)},
+  const T cases[][3] = {{0, big, T(-2.3)},
+                        {0, -big, T(-2.3)},
+                        {T(1.5), big, T(0.4)},
+                        {T(1e4), lv_tiny_sigma, T(1.7)},
+                        {T(-1e4), lv_tiny_sigma, T(-3.1)},
                         {T(0.5), T(1e-8), T(0.3)}};
   for (const auto& c : cases) {
     const LD sigma = std::exp(0.5L * c[1]);
     const LD ref_z = c[0] + c[2] * sigma;
     const T z = vae_ext::reparam<T>(c[0], c[1], c[2]);
     EXPECT(ulps(z, ref_z) <= 2, "reparam(", c[0], ", ", c[1], ", ", c[2], ") = ", z, " vs ",
-          static_cast<double>(ref_z));
+           static_cast<double>(ref_z));
     const T g = T(0.625);
     const LD ref_grad = g * 0.5L * c[2] * sigma;
     const T grad = vae_ext::reparam_grad_logvar<T>(g, c[1], c[2]);
     EXPECT(ulps(grad, ref_grad) <= 2, "reparam_grad_logvar = ", grad, " vs ",
-          static_cast<double>(ref_grad));
+           static_cast<double>(ref_grad));
   }
 }
 
@@ -524,17 +534,17 @@ c10::OperatorHandle op_handle(const char* name) {
 
 // The ops, typed as their schemas: typed<>() itself checks the C++ signature against them.
 at::Tensor reparameterize(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps) {
-  static const auto op = op_handle("vae_ext::reparameterize")
-                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
-                                               const at::Tensor&)>();
+  static const auto op =
+      op_handle("vae_ext::reparameterize")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
   return op.call(mu, logvar, eps);
 }
 
 at::Tensor reparameterize_sampled(const at::Tensor& mu, const at::Tensor& logvar,
                                   const at::Tensor& seed) {
-  static const auto op = op_handle("vae_ext::reparameterize_sampled")
-                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
-                                               const at::Tensor&)>();
+  static const auto op =
+      op_handle("vae_ext::reparameterize_sampled")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
   return op.call(mu, logvar, seed);
 }
 
@@ -554,16 +564,14 @@ at::Tensor gaussian_kl(const at::Tensor& mu, const at::Tensor& logvar, const Opt
   return op.call(mu, logvar, prior_mu, prior_logvar);
 }
 
-std::tuple<at::Tensor, at::Tensor> reparameterize_kl(const at::Tensor& mu,
-                                                     const at::Tensor& logvar,
+std::tuple<at::Tensor, at::Tensor> reparameterize_kl(const at::Tensor& mu, const at::Tensor& logvar,
                                                      const OptTensor& eps, const OptTensor& seed,
                                                      const OptTensor& prior_mu,
                                                      const OptTensor& prior_logvar) {
-  static const auto op =
-      op_handle("vae_ext::reparameterize_kl")
-          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                    const OptTensor&, const OptTensor&,
-                                                    const OptTensor&, const OptTensor&)>();
+  static const auto op = op_handle("vae_ext::reparameterize_kl")
+                             .typed<std::tuple<at::Tensor, at::Tensor>(
+                                 const at::Tensor&, const at::Tensor&, const OptTensor&,
+                                 const OptTensor&, const OptTensor&, const OptTensor&)>();
   return op.call(mu, logvar, eps, seed, prior_mu, prior_logvar);
 }
 
@@ -615,11 +623,11 @@ TEST(registration, typed_handles_match_the_schemas) {
   EXPECT(reparameterize_sampled(x, x, seed).defined());
   EXPECT(reparameterize_backward(x, x, x, std::nullopt).defined());
   EXPECT(gaussian_kl(x, x, std::nullopt, std::nullopt).defined());
-  EXPECT(std::get<1>(reparameterize_kl(x, x, x, std::nullopt, std::nullopt, std::nullopt))
-            .defined());
+  EXPECT(
+      std::get<1>(reparameterize_kl(x, x, x, std::nullopt, std::nullopt, std::nullopt)).defined());
   EXPECT(std::get<0>(reparameterize_kl_backward(x, at::ones({2}, at::kDouble), x, x, x,
-                                               std::nullopt, std::nullopt, std::nullopt, false))
-            .defined());
+                                                std::nullopt, std::nullopt, std::nullopt, false))
+             .defined());
 }
 
 // --------------------------------------------------------------------------- op checks
@@ -633,14 +641,12 @@ std::vector<LD> values(const at::Tensor& t, at::IntArrayRef shape) {
 
 LD compute_eps(at::ScalarType dtype) { return dtype == at::kDouble ? kEps<double> : kEps<float>; }
 
-LD storage_eps(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kDouble: return kEps<double>;
-    case at::kFloat: return kEps<float>;
-    case at::kBFloat16: return 0x1p-7L;
-    case at::kHalf: return 0x1p-10L;
-    default: return 1;
-  }
+// Half an ulp at |x| of a stored dtype narrower than the compute type (the elementwise
+// tolerances already include the compute type's own rounding).
+LD storage_rounding(at::ScalarType stored, LD x) {
+  if (stored == at::kDouble || stored == at::kFloat || x == 0) return 0;
+  const int digits = stored == at::kBFloat16 ? 8 : 11;
+  return std::ldexp(1.0L, std::ilogb(x) - digits);
 }
 
 enum class Prior { kNone, kScalar, kPerLatent, kPerLatentLeadingOne, kFull };
@@ -663,8 +669,8 @@ struct Setup {
   c10::Device device = at::kCPU;
 
   std::string describe() const {
-    return c10::str(dtype, " ", c10::IntArrayRef(shape), strided_rows ? " strided" : "",
-                    " prior ", prior_name(prior), " ", device);
+    return c10::str(dtype, " ", c10::IntArrayRef(shape), strided_rows ? " strided" : "", " prior ",
+                    prior_name(prior), " ", device);
   }
 };
 
@@ -751,18 +757,19 @@ void expect(Expected& e, at::ScalarType dtype, LD value, LD scale) {
 
 void check_tensor(const char* what, const Inputs& in, const at::Tensor& got,
                   const Expected& expected, at::ScalarType stored) {
-  const LD eps_s = storage_eps(stored);
   EXPECT(got.scalar_type() == stored, what, " dtype ", got.scalar_type(), " for ",
-        in.setup.describe());
+         in.setup.describe());
   EXPECT(static_cast<size_t>(got.numel()) == expected.value.size(), what, " numel ", got.numel());
   if (static_cast<size_t>(got.numel()) != expected.value.size()) return;
   const std::vector<LD> v = values(got, got.sizes());
   for (size_t i = 0; i < v.size(); ++i) {
     const LD ref = expected.value[i];
-    const LD tolerance = expected.tolerance[i] + eps_s * std::fabs(ref);
+    const LD before_rounding = expected.tolerance[i];
+    const LD tolerance =
+        before_rounding + storage_rounding(stored, std::fabs(ref) + before_rounding);
     EXPECT(std::fabs(v[i] - ref) <= tolerance, what, "[", i, "] = ", static_cast<double>(v[i]),
-          ", expected ", static_cast<double>(ref), " +- ", static_cast<double>(tolerance), " for ",
-          in.setup.describe());
+           ", expected ", static_cast<double>(ref), " +- ", static_cast<double>(tolerance), " for ",
+           in.setup.describe());
   }
 }
 
@@ -911,8 +918,18 @@ std::vector<Setup> op_setups(c10::Device device) {
     setups.push_back({at::kDouble, {3, 2, 9}, false, prior, device});
   }
   setups.push_back({at::kFloat, {9}, false, Prior::kNone, device});  // no latent dims
-  setups.push_back({at::kFloat, {0, 4}, false, Prior::kNone, device});
-  setups.push_back({at::kFloat, {3, 0}, false, Prior::kNone, device});
+  return setups;
+}
+
+// Empty batches and zero-size latents (their own group: a kernel crashing on them must not hide
+// the other results).
+std::vector<Setup> empty_setups(c10::Device device) {
+  std::vector<Setup> setups;
+  for (const at::ScalarType dtype : {at::kDouble, at::kFloat, at::kBFloat16}) {
+    setups.push_back({dtype, {0, 4}, false, Prior::kNone, device});
+    setups.push_back({dtype, {3, 0}, false, Prior::kNone, device});
+    setups.push_back({dtype, {2, 3, 0}, false, Prior::kFull, device});
+  }
   return setups;
 }
 
@@ -922,6 +939,14 @@ TEST(ops, forward_matches_the_math) {
 
 TEST(ops, backward_matches_the_math) {
   for (const Setup& s : op_setups(at::kCPU)) check_backward_ops(s);
+}
+
+TEST(ops_empty, forward_of_empty_tensors) {
+  for (const Setup& s : empty_setups(at::kCPU)) check_forward_ops(s);
+}
+
+TEST(ops_empty, backward_of_empty_tensors) {
+  for (const Setup& s : empty_setups(at::kCPU)) check_backward_ops(s);
 }
 
 // z = 0 + eps * exp(0) = eps: the sampled eps itself, which must be Philox's, bit for bit.
@@ -946,7 +971,7 @@ void check_sampled_eps_is_philox(c10::Device device) {
         }
       }
       EXPECT(mismatches == 0, mismatches, " elements differ from Philox (first at ", first,
-            ") for ", dtype, " seed ", seed, " on ", device);
+             ") for ", dtype, " seed ", seed, " on ", device);
     }
   }
 }
@@ -957,22 +982,21 @@ TEST(ops, bad_arguments_raise_type_and_value_errors) {
   const at::Tensor mu = at::randn({4, 5}), lv = at::randn({4, 5});
   const at::Tensor seed = at::full({1}, 3, at::kLong);
   EXPECT_THROWS(c10::TypeError, "logvar",
-               gaussian_kl(mu, lv.to(at::kDouble), std::nullopt, std::nullopt));
+                gaussian_kl(mu, lv.to(at::kDouble), std::nullopt, std::nullopt));
   EXPECT_THROWS(c10::TypeError, "mu",
-               gaussian_kl(mu.to(at::kInt), lv.to(at::kInt), std::nullopt, std::nullopt));
+                gaussian_kl(mu.to(at::kInt), lv.to(at::kInt), std::nullopt, std::nullopt));
   EXPECT_THROWS(c10::ValueError, "logvar",
-               gaussian_kl(mu, at::randn({4, 6}), std::nullopt, std::nullopt));
-  EXPECT_THROWS(c10::ValueError, "prior_mu",
-               gaussian_kl(mu, lv, at::randn({3, 5}), std::nullopt));
+                gaussian_kl(mu, at::randn({4, 6}), std::nullopt, std::nullopt));
+  EXPECT_THROWS(c10::ValueError, "prior_mu", gaussian_kl(mu, lv, at::randn({3, 5}), std::nullopt));
   EXPECT_THROWS(c10::TypeError, "seed", reparameterize_sampled(mu, lv, seed.to(at::kInt)));
   EXPECT_THROWS(c10::ValueError, "seed", reparameterize_sampled(mu, lv, at::zeros({2}, at::kLong)));
   EXPECT_THROWS(c10::ValueError, "exactly one",
-               reparameterize_kl(mu, lv, lv, seed, std::nullopt, std::nullopt));
+                reparameterize_kl(mu, lv, lv, seed, std::nullopt, std::nullopt));
   EXPECT_THROWS(c10::ValueError, "exactly one",
-               reparameterize_kl(mu, lv, std::nullopt, std::nullopt, std::nullopt, std::nullopt));
+                reparameterize_kl(mu, lv, std::nullopt, std::nullopt, std::nullopt, std::nullopt));
   EXPECT_THROWS(c10::ValueError, "grad_kl",
-               reparameterize_kl_backward(std::nullopt, at::ones({3}), mu, lv, std::nullopt,
-                                          std::nullopt, std::nullopt, std::nullopt, false));
+                reparameterize_kl_backward(std::nullopt, at::ones({3}), mu, lv, std::nullopt,
+                                           std::nullopt, std::nullopt, std::nullopt, false));
 }
 
 // --------------------------------------------------------------------------- cuda
@@ -993,6 +1017,14 @@ TEST(cuda, forward_matches_the_math) {
 TEST(cuda, backward_matches_the_math) {
   require_cuda_kernels();
   for (const Setup& s : op_setups(at::kCUDA)) check_backward_ops(s);
+}
+
+TEST(cuda, empty_tensors) {
+  require_cuda_kernels();
+  for (const Setup& s : empty_setups(at::kCUDA)) {
+    check_forward_ops(s);
+    check_backward_ops(s);
+  }
 }
 
 TEST(cuda, sampled_eps_is_philox_bit_for_bit) {
