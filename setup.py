@@ -34,7 +34,7 @@ def extensions():
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
-    sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
     # The float arithmetic of csrc/philox.h and vae_math.h is specified op by op: no
     # contraction into FMA. No errno and no FP traps lets GCC vectorize the branch-free math
     # (sqrt, selects) without changing any result.

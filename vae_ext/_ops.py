@@ -2,9 +2,10 @@
 
 Two op sets with the same names and signatures come out of this module:
 
-* ``compiled``: ``torch.ops.vae_ext`` (csrc/), with the autograd below registered on it;
+* ``compiled``: ``torch.ops.vae_ext`` (csrc/; its autograd is in csrc/autograd.cpp);
 * ``fallback``: the pure-PyTorch reference wrapped in ``torch.autograd.Function`` with the
-  same autograd, used when the extension is missing or ``VAE_EXT_FORCE_FALLBACK=1``.
+  autograd below (the same rules as the C++ one), used when the extension is missing or
+  ``VAE_EXT_FORCE_FALLBACK=1``.
 
 ``ops`` is the set the functional API calls.
 """
@@ -39,8 +40,7 @@ FORCE_FALLBACK = os.environ.get("VAE_EXT_FORCE_FALLBACK", "0").lower() in ("1", 
 
 
 # --------------------------------------------------------------------------- autograd
-# Shared by the compiled ops (torch.library.register_autograd) and the fallback
-# (torch.autograd.Function): ``impl`` is the op set whose backward ops are called.
+# The fallback's (torch.autograd.Function); ``impl`` is the op set whose backward ops are called.
 
 
 def _sum_to_prior(grad, prior, needed):
@@ -173,10 +173,9 @@ _FAKES = {
 
 
 def _register_compiled():
+    # Autograd of the compiled ops is registered in C++ (csrc/autograd.cpp): no Python per call.
     for name, fake in _FAKES.items():
         torch.library.register_fake(f"vae_ext::{name}", fake)
-    for name, (setup, backward) in _make_autograd(torch.ops.vae_ext).items():
-        torch.library.register_autograd(f"vae_ext::{name}", backward, setup_context=setup)
     # Devices the build has no kernels for run the reference, through the same op.
     for name in OP_NAMES:
         for key in ("CPU", "CUDA"):

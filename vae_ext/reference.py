@@ -196,14 +196,23 @@ def _prior_or_zero(p, like):
     return like.new_zeros(()) if p is None else _compute(p)
 
 
+def expm1_minus_x(x):
+    """expm1(x) - x without the cancellation at small |x| (Taylor series there), as the kernels."""
+    terms = 12 if x.dtype == torch.float64 else 8
+    p = torch.full_like(x, 1.0 / math.factorial(terms))
+    for k in range(terms - 1, 1, -1):
+        p = p * x + 1.0 / math.factorial(k)
+    return torch.where(x.abs() < 0.25, x * x * p, torch.expm1(x) - x)
+
+
 def kl_elementwise(mu, logvar, prior_mu=None, prior_logvar=None):
     """Per-element KL in the compute dtype, stable form of design.md section 2."""
     m, lv = _compute(mu), _compute(logvar)
     if prior_mu is None and prior_logvar is None:
-        return 0.5 * (m * m + (torch.expm1(lv) - lv))
+        return 0.5 * (m * m + expm1_minus_x(lv))
     pm, plv = _prior_or_zero(prior_mu, m), _prior_or_zero(prior_logvar, m)
     d, dlv = m - pm, lv - plv
-    return 0.5 * (d * d * torch.exp(-plv) + (torch.expm1(dlv) - dlv))
+    return 0.5 * (d * d * torch.exp(-plv) + expm1_minus_x(dlv))
 
 
 # --------------------------------------------------------------------------- ops

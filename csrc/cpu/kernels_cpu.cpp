@@ -28,6 +28,8 @@
 #define VAE_CPU_CLONES
 #endif
 #define VAE_INLINE inline __attribute__((always_inline))
+// Lambdas too must be inlined into each ISA clone, or they run the baseline-ISA copy.
+#define VAE_LAMBDA_INLINE __attribute__((always_inline))
 
 namespace vae_ext {
 namespace {
@@ -123,20 +125,34 @@ void fill_normals(PhiloxKey key, uint64_t first, int64_t n, float* out) {
   std::memcpy(out, flat + (first & 3), static_cast<size_t>(n) * sizeof(float));
 }
 
-// ε of row b, columns [j0, j0 + n): sampled from the key or staged from the given tensor.
-template <typename S>
-VAE_INLINE const Compute<S>* stage_eps(const Strided<S>& eps, bool sampled, PhiloxKey key,
-                                       int64_t cols, int64_t b, int64_t j0, int64_t n,
-                                       Compute<S>* buffer) {
-  if (!sampled) return stage(eps, b, j0, n, buffer);
-  if constexpr (std::is_same_v<Compute<S>, float>) {
-    fill_normals(key, static_cast<uint64_t>(b * cols + j0), n, buffer);
+template <typename T>
+VAE_INLINE void fill_normals_as(PhiloxKey key, uint64_t first, int64_t n, T* out) {
+  if constexpr (std::is_same_v<T, float>) {
+    fill_normals(key, first, n, out);
   } else {
     alignas(64) float normals[kChunk];
-    fill_normals(key, static_cast<uint64_t>(b * cols + j0), n, normals);
-    for (int64_t i = 0; i < n; ++i) buffer[i] = normals[i];
+    fill_normals(key, first, n, normals);
+    for (int64_t i = 0; i < n; ++i) out[i] = normals[i];
   }
-  return buffer;
+}
+
+// Walks rows [b0, b1) in tiles of at most kChunk elements of the flat index space: several
+// short rows at once, or one piece of a long row. With `sample`, the tile's normals come from
+// one fill_normals call (short rows would waste most of a SIMD batch each). visit(b, j0, n,
+// normals) sees every row piece in order; normals is null without `sample`.
+template <typename T, typename Visit>
+VAE_INLINE void for_each_tile(int64_t cols, int64_t b0, int64_t b1, bool sample, PhiloxKey key,
+                              Visit&& visit) {
+  alignas(64) T normals[kChunk];
+  const int64_t rows_per_tile = cols >= kChunk ? 1 : kChunk / std::max<int64_t>(cols, 1);
+  for (int64_t t0 = b0; t0 < b1; t0 += rows_per_tile) {
+    const int64_t t1 = std::min(b1, t0 + rows_per_tile);
+    for (int64_t j0 = 0; j0 < cols; j0 += kChunk) {
+      const int64_t n = std::min(kChunk, cols - j0);
+      if (sample) fill_normals_as(key, static_cast<uint64_t>(t0 * cols + j0), (t1 - t0) * n, normals);
+      for (int64_t b = t0; b < t1; ++b) visit(b, j0, n, sample ? normals + (b - t0) * n : nullptr);
+    }
+  }
 }
 
 template <typename T>
@@ -166,42 +182,55 @@ struct ForwardView {
   Strided<S> mu, logvar, eps, prior_mu, prior_logvar;
   bool sampled;
   PhiloxKey key;
+  bool want_z, want_kl;  // not z != nullptr: an empty tensor's data pointer may be null
   S* z;
   Compute<S>* kl;
 };
 
+// One loop for z and the KL, so e^(lv/2) is evaluated once for both (vae_math.h).
+template <typename T, bool kZ, bool kKl, bool kPrior>
+VAE_INLINE void forward_math(int64_t n, const T* __restrict m, const T* __restrict l,
+                             const T* __restrict e, const T* __restrict pm,
+                             const T* __restrict pl, T* __restrict z, T* __restrict kl) {
+  for (int64_t i = 0; i < n; ++i) {
+    if constexpr (kZ) z[i] = reparam(m[i], l[i], e[i]);
+    if constexpr (kKl) {
+      kl[i] = kPrior ? kl_general(m[i], l[i], pm[i], pl[i]) : kl_standard(m[i], l[i]);
+    }
+  }
+}
+
 template <typename S, bool kZ, bool kKl, bool kPrior>
 VAE_INLINE void forward_rows(const ForwardView<S>& v, int64_t b0, int64_t b1) {
   using T = Compute<S>;
+  if (v.cols == 0) {
+    if constexpr (kKl) std::fill(v.kl + b0, v.kl + b1, T(0));
+    return;
+  }
   alignas(64) T m_buf[kChunk], l_buf[kChunk], e_buf[kChunk], pm_buf[kChunk], pl_buf[kChunk];
   alignas(64) T z_buf[kChunk], kl_buf[kChunk];
-  for (int64_t b = b0; b < b1; ++b) {
-    T lanes[kLanes] = {};
-    for (int64_t j0 = 0; j0 < v.cols; j0 += kChunk) {
-      const int64_t n = std::min(kChunk, v.cols - j0);
-      const T* m = stage(v.mu, b, j0, n, m_buf);
-      const T* l = stage(v.logvar, b, j0, n, l_buf);
-      const T* e = kZ ? stage_eps(v.eps, v.sampled, v.key, v.cols, b, j0, n, e_buf) : nullptr;
-      const T* pm = kPrior ? stage(v.prior_mu, b, j0, n, pm_buf) : nullptr;
-      const T* pl = kPrior ? stage(v.prior_logvar, b, j0, n, pl_buf) : nullptr;
-      T* z = kZ ? output_chunk(v.z + b * v.cols + j0, z_buf) : nullptr;
-      // One loop for z and the KL, so e^(lv/2) is evaluated once for both (vae_math.h).
-      for (int64_t i = 0; i < n; ++i) {
-        if constexpr (kZ) z[i] = reparam(m[i], l[i], e[i]);
-        if constexpr (kKl) {
-          kl_buf[i] = kPrior ? kl_general(m[i], l[i], pm[i], pl[i]) : kl_standard(m[i], l[i]);
-        }
-      }
-      if constexpr (kZ) store(z, n, v.z + b * v.cols + j0);
-      if constexpr (kKl) add_to_lanes(kl_buf, n, lanes);
+  T lanes[kLanes];
+  const bool sample = kZ && v.sampled;
+  for_each_tile<T>(v.cols, b0, b1, sample, v.key, [&](int64_t b, int64_t j0, int64_t n, const T* normals) VAE_LAMBDA_INLINE {
+    if (j0 == 0) std::fill(lanes, lanes + kLanes, T(0));
+    const T* m = stage(v.mu, b, j0, n, m_buf);
+    const T* l = stage(v.logvar, b, j0, n, l_buf);
+    const T* e = sample ? normals : (kZ ? stage(v.eps, b, j0, n, e_buf) : nullptr);
+    const T* pm = kPrior ? stage(v.prior_mu, b, j0, n, pm_buf) : nullptr;
+    const T* pl = kPrior ? stage(v.prior_logvar, b, j0, n, pl_buf) : nullptr;
+    T* z = kZ ? output_chunk(v.z + b * v.cols + j0, z_buf) : nullptr;
+    forward_math<T, kZ, kKl, kPrior>(n, m, l, e, pm, pl, z, kl_buf);
+    if constexpr (kZ) store(z, n, v.z + b * v.cols + j0);
+    if constexpr (kKl) {
+      add_to_lanes(kl_buf, n, lanes);
+      if (j0 + n == v.cols) v.kl[b] = sum_lanes(lanes);
     }
-    if constexpr (kKl) v.kl[b] = sum_lanes(lanes);
-  }
+  });
 }
 
 template <typename S>
 VAE_INLINE void forward_rows_any(const ForwardView<S>& v, int64_t b0, int64_t b1) {
-  const bool z = v.z != nullptr, kl = v.kl != nullptr;
+  const bool z = v.want_z, kl = v.want_kl;
   const bool prior = v.prior_mu.data != nullptr;
   if (z && kl) {
     prior ? forward_rows<S, true, true, true>(v, b0, b1)
@@ -248,9 +277,34 @@ struct BackwardView {
   Strided<S> mu, logvar, eps, grad_z, prior_mu, prior_logvar;
   bool sampled;
   PhiloxKey key;
-  const Compute<S>* grad_kl;
+  bool has_grad_z;
+  const Compute<S>* grad_kl;  // [rows]: null only when absent (rows > 0 here)
   S *grad_mu, *grad_logvar, *grad_prior_mu, *grad_prior_logvar;
 };
+
+template <typename T, bool kGz, bool kGkl, bool kPrior>
+VAE_INLINE void backward_math(int64_t n, T g, const T* __restrict m, const T* __restrict l,
+                              const T* __restrict gz, const T* __restrict e,
+                              const T* __restrict pm, const T* __restrict pl, T* __restrict gm,
+                              T* __restrict gl, T* __restrict gpm, T* __restrict gpl) {
+  for (int64_t i = 0; i < n; ++i) {
+    T d_mu(0), d_lv(0);
+    if constexpr (kGz) {
+      d_mu = gz[i];
+      d_lv = reparam_grad_logvar(gz[i], l[i], e[i]);
+    }
+    if constexpr (kGkl) {
+      const KlGrad<T> k = kPrior ? kl_grad_general(g, m[i], l[i], pm[i], pl[i])
+                                 : kl_grad_standard(g, m[i], l[i]);
+      d_mu += k.mu;
+      d_lv += k.lv;
+      gpm[i] = -k.mu;
+      gpl[i] = k.plv;
+    }
+    gm[i] = d_mu;
+    gl[i] = d_lv;
+  }
+}
 
 template <typename S, bool kGz, bool kGkl, bool kPrior>
 VAE_INLINE void backward_rows(const BackwardView<S>& v, int64_t b0, int64_t b1) {
@@ -258,53 +312,35 @@ VAE_INLINE void backward_rows(const BackwardView<S>& v, int64_t b0, int64_t b1) 
   alignas(64) T m_buf[kChunk], l_buf[kChunk], e_buf[kChunk], gz_buf[kChunk];
   alignas(64) T pm_buf[kChunk], pl_buf[kChunk];
   alignas(64) T gm_buf[kChunk], gl_buf[kChunk], gpm[kChunk], gpl[kChunk];
-  for (int64_t b = b0; b < b1; ++b) {
+  const bool sample = kGz && v.sampled;
+  for_each_tile<T>(v.cols, b0, b1, sample, v.key, [&](int64_t b, int64_t j0, int64_t n, const T* normals) VAE_LAMBDA_INLINE {
     const T g = kGkl ? v.grad_kl[b] : T(0);
-    for (int64_t j0 = 0; j0 < v.cols; j0 += kChunk) {
-      const int64_t n = std::min(kChunk, v.cols - j0);
-      const int64_t out = b * v.cols + j0;
-      const T* m = kGkl ? stage(v.mu, b, j0, n, m_buf) : nullptr;
-      const T* l = stage(v.logvar, b, j0, n, l_buf);
-      const T* gz = kGz ? stage(v.grad_z, b, j0, n, gz_buf) : nullptr;
-      const T* e = kGz ? stage_eps(v.eps, v.sampled, v.key, v.cols, b, j0, n, e_buf) : nullptr;
-      const T* pm = kPrior ? stage(v.prior_mu, b, j0, n, pm_buf) : nullptr;
-      const T* pl = kPrior ? stage(v.prior_logvar, b, j0, n, pl_buf) : nullptr;
-      T* gm = output_chunk(v.grad_mu == nullptr ? nullptr : v.grad_mu + out, gm_buf);
-      T* gl = output_chunk(v.grad_logvar + out, gl_buf);
-      for (int64_t i = 0; i < n; ++i) {
-        T d_mu(0), d_lv(0);
-        if constexpr (kGz) {
-          d_mu = gz[i];
-          d_lv = reparam_grad_logvar(gz[i], l[i], e[i]);
-        }
-        if constexpr (kGkl) {
-          const KlGrad<T> k = kPrior ? kl_grad_general(g, m[i], l[i], pm[i], pl[i])
-                                     : kl_grad_standard(g, m[i], l[i]);
-          d_mu += k.mu;
-          d_lv += k.lv;
-          gpm[i] = -k.mu;
-          gpl[i] = k.plv;
-        }
-        gm[i] = d_mu;
-        gl[i] = d_lv;
+    const int64_t out = b * v.cols + j0;
+    const T* m = kGkl ? stage(v.mu, b, j0, n, m_buf) : nullptr;
+    const T* l = stage(v.logvar, b, j0, n, l_buf);
+    const T* gz = kGz ? stage(v.grad_z, b, j0, n, gz_buf) : nullptr;
+    const T* e = sample ? normals : (kGz ? stage(v.eps, b, j0, n, e_buf) : nullptr);
+    const T* pm = kPrior ? stage(v.prior_mu, b, j0, n, pm_buf) : nullptr;
+    const T* pl = kPrior ? stage(v.prior_logvar, b, j0, n, pl_buf) : nullptr;
+    T* gm = output_chunk(v.grad_mu == nullptr ? nullptr : v.grad_mu + out, gm_buf);
+    T* gl = output_chunk(v.grad_logvar + out, gl_buf);
+    backward_math<T, kGz, kGkl, kPrior>(n, g, m, l, gz, e, pm, pl, gm, gl, gpm, gpl);
+    if (v.grad_mu != nullptr) store(gm, n, v.grad_mu + out);
+    store(gl, n, v.grad_logvar + out);
+    if (v.grad_prior_mu != nullptr) {
+      if (!kGkl) {
+        std::fill(gpm, gpm + n, T(0));
+        std::fill(gpl, gpl + n, T(0));
       }
-      if (v.grad_mu != nullptr) store(gm, n, v.grad_mu + out);
-      store(gl, n, v.grad_logvar + out);
-      if (v.grad_prior_mu != nullptr) {
-        if (!kGkl) {
-          std::fill(gpm, gpm + n, T(0));
-          std::fill(gpl, gpl + n, T(0));
-        }
-        store(gpm, n, v.grad_prior_mu + out);
-        store(gpl, n, v.grad_prior_logvar + out);
-      }
+      store(gpm, n, v.grad_prior_mu + out);
+      store(gpl, n, v.grad_prior_logvar + out);
     }
-  }
+  });
 }
 
 template <typename S>
 VAE_INLINE void backward_rows_any(const BackwardView<S>& v, int64_t b0, int64_t b1) {
-  const bool gz = v.grad_z.data != nullptr, gkl = v.grad_kl != nullptr;
+  const bool gz = v.has_grad_z, gkl = v.grad_kl != nullptr;
   const bool prior = v.prior_mu.data != nullptr;
   if (gz && gkl) {
     prior ? backward_rows<S, true, true, true>(v, b0, b1)
@@ -386,6 +422,8 @@ void forward_typed(const ForwardArgs& a) {
   const bool prior = a.prior_mu.has_value() || a.prior_logvar.has_value();
   v.prior_mu = prior ? optional_prior<S>(a.prior_mu, &zero) : Strided<S>{nullptr, 0, 0};
   v.prior_logvar = prior ? optional_prior<S>(a.prior_logvar, &zero) : Strided<S>{nullptr, 0, 0};
+  v.want_z = a.z.defined();
+  v.want_kl = a.kl.defined();
   v.z = optional_out<S>(a.z);
   v.kl = optional_out<Compute<S>>(a.kl);
   at::parallel_for(0, a.shape.rows, row_grain(v.cols),
@@ -401,6 +439,7 @@ void backward_typed(const BackwardArgs& a) {
   v.logvar = strided_rows<S>(a.logvar);
   v.eps = optional_rows<S>(a.eps);
   v.grad_z = optional_rows<S>(a.grad_z);
+  v.has_grad_z = a.grad_z.defined();
   v.sampled = a.seed.defined();
   v.key = seed_key(a.seed);
   const bool prior = a.prior_mu.has_value() || a.prior_logvar.has_value();
