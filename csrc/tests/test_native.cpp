@@ -7,6 +7,7 @@
 //   ops           each op called through the dispatcher, compared element by element with
 //                 the math; the sampled eps is Philox's, bit for bit
 //   ops_empty     the same with an empty batch or zero-size latents
+//   autograd      backward through the ops' C++ autograd kernels (skipped when not built)
 //   cuda          the CUDA kernels against the same math (skipped without a GPU)
 //
 //   vae_ext_native_tests                run every group
@@ -363,6 +364,14 @@ TEST(normals, normal_at_indexes_blocks_of_four) {
 // Natural log of sigma^2 for sigma = 1e-3, the |mu| >> sigma case.
 const LD kLogVarTinySigma = 2 * std::log(1e-3L);
 
+// The accuracy the math is built on, in ulps: glibc's expm1 for double (< 1 ulp), and for
+// float csrc/vae_math.h's own expm1 (4 ulp; its exp is within 1.01 ulp). A KL element or
+// gradient adds a few roundings: one more ulp.
+template <typename T>
+constexpr LD kExpm1Ulps = std::is_same_v<T, float> ? 4 : 1;
+template <typename T>
+constexpr LD kResultUlps = kExpm1Ulps<T> + 1;
+
 template <typename T>
 void check_kl_ulps(T mu, T lv, T pmu, T plv, LD max_ulps) {
   const LD ref = kl_reference(mu, lv, pmu, plv);
@@ -376,15 +385,15 @@ template <typename T>
 void check_kl_edges() {
   const T big = 30, lv_tiny_sigma = static_cast<T>(kLogVarTinySigma);
   // Large and tiny variances against the standard prior and against each other.
-  for (const T lv : {big, -big, T(5), T(-5), T(-2.5)}) check_kl_ulps<T>(0, lv, 0, 0, 2);
-  for (const T lv : {big, -big}) check_kl_ulps<T>(T(0.7), lv, 0, 0, 2);
-  check_kl_ulps<T>(T(1.5), big, T(-0.5), big - 1, 2);
-  check_kl_ulps<T>(T(1.5), -big, T(-0.5), 1 - big, 2);
-  check_kl_ulps<T>(T(0.25), big, 0, -big, 2);
-  check_kl_ulps<T>(T(0.25), -big, 0, big, 2);
+  const LD bound = kResultUlps<T>;
+  for (const T lv : {big, -big, T(5), T(-5), T(-2.5)}) check_kl_ulps<T>(0, lv, 0, 0, bound);
+  for (const T lv : {big, -big}) check_kl_ulps<T>(T(0.7), lv, 0, 0, bound);
+  check_kl_ulps<T>(T(1.5), -big, T(-0.5), 1 - big, bound);
+  check_kl_ulps<T>(T(0.25), big, 0, -big, bound);
+  check_kl_ulps<T>(T(0.25), -big, 0, big, bound);
   // |mu| >> sigma: mu = 1e4, sigma = 1e-3, around the standard and a shifted prior.
-  for (const T mu : {T(1e4), T(-1e4)}) check_kl_ulps<T>(mu, lv_tiny_sigma, 0, 0, 2);
-  check_kl_ulps<T>(T(1e4), lv_tiny_sigma, T(1e4) - T(0.5), T(-2), 2);
+  for (const T mu : {T(1e4), T(-1e4)}) check_kl_ulps<T>(mu, lv_tiny_sigma, 0, 0, bound);
+  check_kl_ulps<T>(T(1e4), lv_tiny_sigma, T(1e4) - T(0.5), T(-2), bound);
 }
 
 TEST(math, kl_at_edge_values_double) { check_kl_edges<double>(); }
@@ -409,22 +418,27 @@ TEST(math, kl_is_exactly_zero_when_q_equals_p_double) { check_kl_q_equals_p<doub
 TEST(math, kl_is_exactly_zero_when_q_equals_p_float) { check_kl_q_equals_p<float>(); }
 
 // Where lv is close to plv, 1/2 (expm1(dlv) - dlv) ~ dlv^2 / 4 comes out of a subtraction that
-// cancels: its error is bounded by eps times the terms (|dlv|), not by an ulp of the result.
+// cancels: its error is bounded by eps times the terms, not by an ulp of the result.
 // (At |dlv| = 1e-8 a float's expm1(dlv) - dlv is 0 and a double's has about 1e-8 relative
 // error; KL's absolute error stays below eps * |dlv|.)
 template <typename T>
 void check_kl_near_p() {
   const T tiny = T(1e-8), small = T(1e-3);
-  const T cases[][4] = {{0, tiny, 0, 0},       {0, -tiny, 0, 0},
-                        {0, small, 0, 0},      {0, -small, 0, 0},
-                        {0, T(0.75), 0, 0},    {T(0.5), T(2) + small, T(0.5), T(2)},
-                        {T(1e-4), tiny, 0, 0}, {0, T(-30) + T(1e-5) * 30, 0, T(-30)}};
+  const T cases[][4] = {{0, tiny, 0, 0},
+                        {0, -tiny, 0, 0},
+                        {0, small, 0, 0},
+                        {0, -small, 0, 0},
+                        {0, T(0.75), 0, 0},
+                        {T(1.5), T(30), T(-0.5), T(29)},
+                        {T(0.5), T(2) + small, T(0.5), T(2)},
+                        {T(1e-4), tiny, 0, 0},
+                        {0, T(-30) + T(1e-5) * 30, 0, T(-30)}};
   for (const auto& c : cases) {
     const LD ref = kl_reference(c[0], c[1], c[2], c[3]);
     const T got = vae_ext::kl_general<T>(c[0], c[1], c[2], c[3]);
     const LD scale = kl_error_scale(c[0], c[1], c[2], c[3]);
-    EXPECT(got >= 0 && scaled_error(got, ref, scale) <= 1, "kl_general(", c[0], ", ", c[1], ", ",
-           c[2], ", ", c[3], ") = ", got, ", reference ", static_cast<double>(ref));
+    EXPECT(got >= 0 && scaled_error(got, ref, scale) <= kResultUlps<T>, "kl_general(", c[0], ", ",
+           c[1], ", ", c[2], ", ", c[3], ") = ", got, ", reference ", static_cast<double>(ref));
   }
 }
 
@@ -466,10 +480,11 @@ void check_kl_gradients() {
     const LD ref_lv = g * 0.5L * em1;
     const LD ref_plv = g * 0.5L * (1 - (std::exp(lv) + d * d) * std::exp(-plv));
     EXPECT(ulps(grad.mu, ref_mu) <= 2, "d/dmu ", grad.mu, " vs ", static_cast<double>(ref_mu));
-    EXPECT(ulps(grad.lv, ref_lv) <= 2, "d/dlv ", grad.lv, " vs ", static_cast<double>(ref_lv));
+    EXPECT(ulps(grad.lv, ref_lv) <= kResultUlps<T>, "d/dlv ", grad.lv, " vs ",
+           static_cast<double>(ref_lv));
     const LD plv_scale = 0.5L * std::fabs(g) * (std::fabs(em1) + d * d * std::exp(-plv));
-    EXPECT(scaled_error(grad.plv, ref_plv, plv_scale) <= 2, "d/dplv ", grad.plv, " vs ",
-           static_cast<double>(ref_plv));
+    EXPECT(scaled_error(grad.plv, ref_plv, plv_scale) <= kResultUlps<T>, "d/dplv ", grad.plv,
+           " vs ", static_cast<double>(ref_plv));
   }
 }
 
@@ -641,6 +656,11 @@ std::vector<LD> values(const at::Tensor& t, at::IntArrayRef shape) {
 
 LD compute_eps(at::ScalarType dtype) { return dtype == at::kDouble ? kEps<double> : kEps<float>; }
 
+// The per-sample KL's dtype (and grad_kl's).
+at::ScalarType kl_dtype(at::ScalarType dtype) {
+  return dtype == at::kDouble ? at::kDouble : at::kFloat;
+}
+
 // Half an ulp at |x| of a stored dtype narrower than the compute type (the elementwise
 // tolerances already include the compute type's own rounding).
 LD storage_rounding(at::ScalarType stored, LD x) {
@@ -723,8 +743,7 @@ Inputs make_inputs(const Setup& s, int64_t seed_value) {
   in.rows = s.shape[0];
   in.cols = 1;
   for (size_t d = 1; d < s.shape.size(); ++d) in.cols *= s.shape[d];
-  const at::ScalarType kl_dtype = s.dtype == at::kDouble ? at::kDouble : at::kFloat;
-  in.grad_kl = at::randn({in.rows}, at::kDouble).to(s.device, kl_dtype);
+  in.grad_kl = at::randn({in.rows}, at::kDouble).to(s.device, kl_dtype(s.dtype));
   const auto shape = in.mu.sizes();
   in.v_mu = values(in.mu, shape);
   in.v_lv = values(in.logvar, shape);
@@ -749,10 +768,17 @@ struct Expected {
   std::vector<LD> value, tolerance;
 };
 
-// The tolerance of an elementwise result: 4 eps of the compute type times its error scale.
+// eps of the compute type times the ulps an elementwise result may be off (kResultUlps), plus
+// one for the rounding of the inputs' differences.
+LD elementwise_eps(at::ScalarType dtype) {
+  return dtype == at::kDouble ? (kResultUlps<double> + 1) * kEps<double>
+                              : (kResultUlps<float> + 1) * kEps<float>;
+}
+
+// The tolerance of an elementwise result: elementwise_eps times its error scale.
 void expect(Expected& e, at::ScalarType dtype, LD value, LD scale) {
   e.value.push_back(value);
-  e.tolerance.push_back(4 * compute_eps(dtype) * scale);
+  e.tolerance.push_back(elementwise_eps(dtype) * scale);
 }
 
 void check_tensor(const char* what, const Inputs& in, const at::Tensor& got,
@@ -797,13 +823,10 @@ Expected expected_kl(const Inputs& in) {
       scale += kl_error_scale(in.v_mu[i], in.v_lv[i], in.v_pmu[i], in.v_plv[i]);
     }
     e.value.push_back(sum);
-    e.tolerance.push_back(4 * eps * scale + static_cast<LD>(in.cols) * (eps / 2) * magnitude);
+    e.tolerance.push_back(elementwise_eps(in.setup.dtype) * scale +
+                          static_cast<LD>(in.cols) * (eps / 2) * magnitude);
   }
   return e;
-}
-
-at::ScalarType kl_dtype(at::ScalarType dtype) {
-  return dtype == at::kDouble ? at::kDouble : at::kFloat;
 }
 
 void check_forward_ops(const Setup& s) {
@@ -902,8 +925,8 @@ void check_backward_ops(const Setup& s) {
             kl_only, has_prior);
   check_all("backward(z only)",
             reparameterize_kl_backward(in.grad_z, std::nullopt, in.mu, in.logvar, in.eps,
-                                       std::nullopt, in.prior_mu, in.prior_logvar, false),
-            z_only, false);
+                                       std::nullopt, in.prior_mu, in.prior_logvar, has_prior),
+            z_only, has_prior);  // the prior gradients are zeros
 }
 
 std::vector<Setup> op_setups(c10::Device device) {
@@ -997,6 +1020,50 @@ TEST(ops, bad_arguments_raise_type_and_value_errors) {
   EXPECT_THROWS(c10::ValueError, "grad_kl",
                 reparameterize_kl_backward(std::nullopt, at::ones({3}), mu, lv, std::nullopt,
                                            std::nullopt, std::nullopt, std::nullopt, false));
+}
+
+// --------------------------------------------------------------------------- autograd
+
+void require_cpp_autograd() {
+  const auto handle = c10::Dispatcher::singleton().findOp({"vae_ext::reparameterize_kl", ""});
+  if (!handle || !handle->hasKernelForDispatchKey(c10::DispatchKey::Autograd)) {
+    throw Skipped{"the library has no C++ autograd kernels"};
+  }
+}
+
+at::Tensor leaf(const at::Tensor& t) { return t.detach().clone().requires_grad_(true); }
+
+// Backpropagates sum(grad_z * z) + sum(grad_kl * kl) through the forward op and compares the
+// inputs' gradients with the math.
+void check_autograd(const Setup& s, bool sampled) {
+  const Inputs in = make_inputs(s, 31);
+  const at::Tensor mu = leaf(in.mu), logvar = leaf(in.logvar);
+  const at::Tensor prior_mu = leaf(*in.prior_mu), prior_logvar = leaf(*in.prior_logvar);
+  const OptTensor eps = sampled ? OptTensor() : OptTensor(in.eps);
+  const OptTensor seed = sampled ? OptTensor(in.seed) : OptTensor();
+  const auto [z, kl] = reparameterize_kl(mu, logvar, eps, seed, prior_mu, prior_logvar);
+  ((z * in.grad_z).sum() + (kl * in.grad_kl).sum()).backward();
+  const std::vector<LD> eps_values = sampled ? sampled_eps(31, in.v_mu.size()) : in.v_eps;
+  const Grads want = expected_grads(in, &eps_values, true);
+  const char* how = sampled ? "autograd(seed)" : "autograd(eps)";
+  for (const auto& [name, tensor, expected] :
+       {std::make_tuple("mu", mu, want.mu), std::make_tuple("logvar", logvar, want.lv),
+        std::make_tuple("prior_mu", prior_mu, want.pmu),
+        std::make_tuple("prior_logvar", prior_logvar, want.plv)}) {
+    EXPECT(tensor.grad().defined(), how, ": no gradient for ", name);
+    if (tensor.grad().defined()) {
+      check_tensor(c10::str(how, " d/d", name).c_str(), in, tensor.grad(), expected, s.dtype);
+    }
+  }
+}
+
+TEST(autograd, reparameterize_kl_backpropagates_to_every_input) {
+  require_cpp_autograd();
+  for (const at::ScalarType dtype : {at::kDouble, at::kFloat}) {
+    const Setup s{dtype, {4, 3, 5}, false, Prior::kFull, at::kCPU};
+    check_autograd(s, true);
+    check_autograd(s, false);
+  }
 }
 
 // --------------------------------------------------------------------------- cuda
