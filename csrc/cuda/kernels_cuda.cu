@@ -36,8 +36,8 @@ void launch_forward(const ForwardArgs& a) {
   if (plan.partials.defined()) {
     const int64_t rows = a.shape.rows;
     const auto blocks = static_cast<unsigned>(sum_partials_blocks(rows, sms));
-    sum_partials_kernel<T><<<blocks, kBlock, 0, stream>>>(
-        plan.params.kl, plan.tiling.splits, rows, a.kl.mutable_data_ptr<T>());
+    sum_partials_kernel<T><<<blocks, kBlock, 0, stream>>>(plan.params.kl, plan.tiling.splits, rows,
+                                                          a.kl.mutable_data_ptr<T>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }

@@ -34,7 +34,7 @@
 namespace vae_ext {
 namespace cuda_kernels {
 
-constexpr int kBlock = 256;         // threads per block
+constexpr int kBlock = 256;  // threads per block
 constexpr int kWarp = 32;
 constexpr int kGroupsPerThread = 4;  // groups a thread should get before teams grow
 constexpr int kScalarGroup = 4;      // elements per group on the scalar path
@@ -63,7 +63,7 @@ template <typename S>
 struct ForwardParams {
   using T = at::opmath_type<S>;
   Strided<S> mu, logvar, eps, prior_mu, prior_logvar;  // eps / prior data null when absent
-  const int64_t* seed;  // on the device; null unless z is sampled
+  const int64_t* seed;                                 // on the device; null unless z is sampled
   bool has_prior;
   S* z;   // contiguous [rows, cols], null when not wanted
   T* kl;  // [rows, splits] (per-row KL when splits == 1), null when not wanted
@@ -88,8 +88,8 @@ struct BackwardParams {
 // types stay packed until used). Lanes outside [0, cols), and every lane of a null operand,
 // read as 0; col_stride 0 broadcasts one value.
 template <typename S, int G, bool kVec>
-__device__ __forceinline__ void load_group(const Strided<S>& t, int64_t b, int64_t j0,
-                                           int64_t cols, S (&out)[G]) {
+__device__ __forceinline__ void load_group(const Strided<S>& t, int64_t b, int64_t j0, int64_t cols,
+                                           S (&out)[G]) {
   if (t.data == nullptr) {
 #pragma unroll
     for (int e = 0; e < G; ++e) out[e] = S(0);
@@ -311,10 +311,9 @@ __device__ __forceinline__ void backward_group(const BackwardParams<S>& p, Philo
       }
       if (has_gkl) {
         const T m = static_cast<T>(mu[e]);
-        const KlGrad<T> k =
-            p.has_prior
-                ? kl_grad_general<T>(g_kl, m, l, static_cast<T>(pmu[e]), static_cast<T>(plv[e]))
-                : kl_grad_standard<T>(g_kl, m, l);
+        const KlGrad<T> k = p.has_prior ? kl_grad_general<T>(g_kl, m, l, static_cast<T>(pmu[e]),
+                                                             static_cast<T>(plv[e]))
+                                        : kl_grad_standard<T>(g_kl, m, l);
         g_mu += k.mu;
         g_lv += k.lv;
         g_pmu = -k.mu;
@@ -393,8 +392,7 @@ inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 1
 // The operand allows 16-byte accesses to every group of G elements of every row.
 template <typename S>
 bool vectorizable(const Strided<S>& t, int group) {
-  return t.data == nullptr || t.col_stride == 0 ||
-         (aligned16(t.data) && t.row_stride % group == 0);
+  return t.data == nullptr || t.col_stride == 0 || (aligned16(t.data) && t.row_stride % group == 0);
 }
 
 template <typename S>

@@ -1,0 +1,490 @@
+"""The CUDA kernels: values and gradients against the float64 reference, the ε stream against
+the CPU kernels bit for bit, strided rows, determinism, opcheck, torch.compile, CUDA graphs and
+tensors past 2^31 elements. Every test needs a GPU and skips without one."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import (
+    DTYPES,
+    PRIOR_KINDS,
+    as_prior_tensor,
+    assert_close,
+    assert_kl_close,
+    compute_dtype,
+    dtype_id,
+    f64,
+    generator,
+    latent,
+    make_prior,
+    randn,
+)
+
+import vae_ext
+from vae_ext import reference
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+OPS = torch.ops.vae_ext
+CUDA = torch.device("cuda")
+SEED = 0x5DEECE66D
+# D = 1, a D that is not a multiple of 4 (groups straddle rows), one row past 65536 elements
+# (rows split over blocks), 4-d latents and the usual small / medium MLP latents.
+SHAPES = ((3, 1), (5, 7), (4, 1023), (2, 65536 + 3), (2, 3, 5, 7), (64, 32), (33, 512))
+GIB = 1 << 30
+
+
+def cuda(*tensors):
+    return tuple(None if t is None else t.to(CUDA) for t in tensors)
+
+
+def seed_on(device, value=SEED):
+    return torch.tensor(value, dtype=torch.int64, device=device)
+
+
+def prior_tensors(kind, shape, dtype):
+    """(prior_mu, prior_logvar) of one kind as CPU tensors of dtype, or None."""
+    prior_mu, prior_logvar = make_prior(kind, shape, dtype)
+    like = torch.empty((), dtype=dtype)
+    return as_prior_tensor(prior_mu, like), as_prior_tensor(prior_logvar, like)
+
+
+def case(shape, dtype, kind="standard", seed=0):
+    """CPU inputs: mu, logvar, eps, prior_mu, prior_logvar, grad_z, grad_kl."""
+    mu, logvar = latent(shape, dtype, seed=seed)
+    prior_mu, prior_logvar = prior_tensors(kind, shape, dtype)
+    gen = generator(seed + 100)
+    eps = randn(shape, dtype, gen)
+    grad_z = randn(shape, dtype, gen, shift=0.25)
+    grad_kl = randn(shape[:1], compute_dtype(dtype), gen, shift=0.5)
+    return mu, logvar, eps, prior_mu, prior_logvar, grad_z, grad_kl
+
+
+def latent_size(shape):
+    return math.prod(shape[1:])
+
+
+def prior_ids(kinds=PRIOR_KINDS):
+    return [pytest.param(k, id=k) for k in kinds]
+
+
+def dtype_params():
+    return [pytest.param(d, id=dtype_id(d)) for d in DTYPES]
+
+
+def test_cuda_kernels_are_built():
+    info = vae_ext.build_info()
+    assert info["cuda_kernels"] is True, info
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("vae_ext::reparameterize_kl", "CUDA")
+
+
+# --------------------------------------------------------------------------- values
+
+
+@pytest.mark.parametrize("kind", prior_ids())
+@pytest.mark.parametrize("dtype", dtype_params())
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_forward_matches_float64_reference(shape, dtype, kind):
+    mu, logvar, eps, prior_mu, prior_logvar, _, _ = case(shape, dtype, kind)
+    seed = seed_on("cpu")
+    z, kl = OPS.reparameterize_kl(*cuda(mu, logvar), None, seed_on(CUDA), *cuda(prior_mu, prior_logvar))
+    z_ref, kl_ref = reference.reparameterize_kl(f64(mu), f64(logvar), None, seed, f64(prior_mu), f64(prior_logvar))
+    assert z.is_contiguous() and z.shape == mu.shape
+    assert_close(z.cpu(), z_ref, dtype)
+    assert_kl_close(kl.cpu(), kl_ref, dtype, latent_size(shape))
+
+    z_given, kl_given = OPS.reparameterize_kl(*cuda(mu, logvar, eps), None, *cuda(prior_mu, prior_logvar))
+    assert_close(z_given.cpu(), reference.reparameterize(f64(mu), f64(logvar), f64(eps)), dtype)
+    assert torch.equal(kl_given, kl)
+    assert torch.equal(OPS.gaussian_kl(*cuda(mu, logvar, prior_mu, prior_logvar)), kl)
+
+
+@pytest.mark.parametrize("dtype", dtype_params())
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_reparameterize_ops_match_fused(shape, dtype):
+    mu, logvar, eps, *_ = case(shape, dtype)
+    z_fused, _ = OPS.reparameterize_kl(*cuda(mu, logvar), None, seed_on(CUDA), None, None)
+    assert torch.equal(OPS.reparameterize_sampled(*cuda(mu, logvar), seed_on(CUDA)), z_fused)
+    z_given, _ = OPS.reparameterize_kl(*cuda(mu, logvar, eps), None, None, None)
+    assert torch.equal(OPS.reparameterize(*cuda(mu, logvar, eps)), z_given)
+
+
+@pytest.mark.parametrize("kind", prior_ids())
+@pytest.mark.parametrize("dtype", dtype_params())
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_backward_matches_float64_reference(shape, dtype, kind):
+    mu, logvar, eps, prior_mu, prior_logvar, grad_z, grad_kl = case(shape, dtype, kind)
+    prior_grads = prior_mu is not None
+    seed = seed_on("cpu")
+    terms = (None, grad_kl, None, None), (grad_z, grad_kl, None, seed), (grad_z, None, eps, None)
+    for g_z, g_kl, e, s in terms:
+        got = OPS.reparameterize_kl_backward(
+            *cuda(g_z, g_kl, mu, logvar, e),
+            None if s is None else seed_on(CUDA),
+            *cuda(prior_mu, prior_logvar),
+            prior_grads,
+        )
+        want = reference.reparameterize_kl_backward(
+            f64(g_z), f64(g_kl), f64(mu), f64(logvar), f64(e), s, f64(prior_mu), f64(prior_logvar), prior_grads
+        )
+        for actual, expected in zip(got, want):
+            assert actual.shape == expected.shape
+            assert_close(actual.cpu(), expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", dtype_params())
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_reparameterize_backward_matches_float64_reference(shape, dtype):
+    _, logvar, eps, _, _, grad_z, _ = case(shape, dtype)
+    seed = seed_on("cpu")
+    sampled = OPS.reparameterize_backward(*cuda(grad_z, logvar), None, seed_on(CUDA))
+    assert_close(sampled.cpu(), reference.reparameterize_backward(f64(grad_z), f64(logvar), None, seed), dtype)
+    given = OPS.reparameterize_backward(*cuda(grad_z, logvar, eps), None)
+    assert_close(given.cpu(), reference.reparameterize_backward(f64(grad_z), f64(logvar), f64(eps)), dtype)
+
+
+def test_gradcheck_float64():
+    mu, logvar, _, prior_mu, prior_logvar, _, _ = case((3, 5), torch.float64, "full")
+    leaves = [t.to(CUDA).requires_grad_(True) for t in (mu, logvar, prior_mu, prior_logvar)]
+    seed = seed_on(CUDA)
+
+    def fused(mu, logvar, prior_mu, prior_logvar):
+        return OPS.reparameterize_kl(mu, logvar, None, seed, prior_mu, prior_logvar)
+
+    assert torch.autograd.gradcheck(fused, leaves)
+    assert torch.autograd.gradcheck(lambda m, lv: OPS.reparameterize_sampled(m, lv, seed), leaves[:2])
+
+
+@pytest.mark.parametrize("shape", [(0, 8), (6, 0), (0, 3, 4)], ids=str)
+def test_empty_shapes(shape):
+    mu, logvar = (torch.randn(shape, device=CUDA) for _ in range(2))
+    z, kl = OPS.reparameterize_kl(mu, logvar, None, seed_on(CUDA), None, None)
+    assert z.shape == mu.shape and kl.shape == (shape[0],)
+    assert torch.equal(kl, torch.zeros_like(kl))
+    grads = OPS.reparameterize_kl_backward(mu, kl, mu, logvar, None, seed_on(CUDA), None, None, False)
+    assert grads[0].shape == mu.shape and grads[1].shape == mu.shape
+
+
+def test_inputs_on_other_devices_are_rejected():
+    mu, logvar = (torch.randn(4, 8, device=CUDA) for _ in range(2))
+    with pytest.raises(ValueError, match="seed"):
+        OPS.reparameterize_sampled(mu, logvar, seed_on("cpu"))
+    with pytest.raises(ValueError, match="prior_mu"):
+        OPS.gaussian_kl(mu, logvar, torch.zeros(8), None)
+
+
+# --------------------------------------------------------------------------- CPU agreement
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (4, 1023), (2, 65536 + 3), (2, 3, 5, 7), (64, 32)], ids=str)
+def test_eps_stream_matches_cpu_and_reference_bitwise(shape):
+    # With mu = 0 and logvar = 0, z = 0 + eps * exp(0) is eps itself, exactly.
+    zeros = torch.zeros(shape)
+    z = OPS.reparameterize_sampled(*cuda(zeros, zeros), seed_on(CUDA)).cpu()
+    assert torch.equal(z, OPS.reparameterize_sampled(zeros, zeros, seed_on("cpu")))
+    assert torch.equal(z.reshape(-1), reference.normals(SEED, zeros.numel()))
+    assert z.std().item() == pytest.approx(1.0, abs=0.5)  # not a constant
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=dtype_id)
+@pytest.mark.parametrize("shape", [(5, 7), (4, 1023), (33, 512)], ids=str)
+def test_elementwise_outputs_match_cpu_bitwise(shape, dtype):
+    # The float math (csrc/vae_math.h) is plain IEEE arithmetic on both devices.
+    mu, logvar, _, prior_mu, prior_logvar, grad_z, grad_kl = case(shape, dtype, "full")
+    cpu_seed, gpu_seed = seed_on("cpu"), seed_on(CUDA)
+    z_cpu, kl_cpu = OPS.reparameterize_kl(mu, logvar, None, cpu_seed, prior_mu, prior_logvar)
+    z_gpu, kl_gpu = OPS.reparameterize_kl(*cuda(mu, logvar), None, gpu_seed, *cuda(prior_mu, prior_logvar))
+    assert torch.equal(z_gpu.cpu(), z_cpu)
+    assert_kl_close(kl_gpu.cpu(), kl_cpu.double(), dtype, latent_size(shape))
+    cpu = OPS.reparameterize_kl_backward(grad_z, grad_kl, mu, logvar, None, cpu_seed, prior_mu, prior_logvar, True)
+    gpu = OPS.reparameterize_kl_backward(
+        *cuda(grad_z, grad_kl, mu, logvar), None, gpu_seed, *cuda(prior_mu, prior_logvar), True
+    )
+    for g, c in zip(gpu, cpu):
+        assert torch.equal(g.cpu(), c)
+
+
+# --------------------------------------------------------------------------- layout, determinism
+
+
+@pytest.mark.parametrize("dtype", dtype_params())
+@pytest.mark.parametrize("latent_dim", [1, 12, 1023, 4096])
+def test_strided_rows_match_contiguous(latent_dim, dtype):
+    h = randn((48, 2 * latent_dim), dtype, generator(3)).to(CUDA)
+    mu, logvar = h.chunk(2, dim=1)
+    assert not mu.is_contiguous()
+    z, kl = OPS.reparameterize_kl(mu, logvar, None, seed_on(CUDA), None, None)
+    z_ref, kl_ref = OPS.reparameterize_kl(mu.contiguous(), logvar.contiguous(), None, seed_on(CUDA), None, None)
+    assert torch.equal(z, z_ref)
+    assert_kl_close(kl.cpu(), kl_ref.cpu().double(), dtype, latent_dim)
+    grads = OPS.reparameterize_kl_backward(z, kl, mu, logvar, None, seed_on(CUDA), None, None, False)
+    grads_ref = OPS.reparameterize_kl_backward(
+        z, kl, mu.contiguous(), logvar.contiguous(), None, seed_on(CUDA), None, None, False
+    )
+    for g, r in zip(grads[:2], grads_ref[:2]):
+        assert torch.equal(g, r)
+
+
+def test_strided_rows_are_not_copied():
+    h = torch.randn(256, 2 * 4096, device=CUDA)
+    mu, logvar = h.chunk(2, dim=1)
+    seed = seed_on(CUDA)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    z, kl = OPS.reparameterize_kl(mu, logvar, None, seed, None, None)
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - before
+    outputs = z.numel() * z.element_size() + kl.numel() * kl.element_size()
+    assert extra < outputs + mu.numel() * mu.element_size() // 2, (extra, outputs)
+
+
+@pytest.mark.parametrize("dtype", dtype_params())
+@pytest.mark.parametrize("shape", [(2, 65536 + 3), (3, 65536), (300, 1024), (4096, 64), (5000, 3)], ids=str)
+def test_kl_is_bit_reproducible(shape, dtype):
+    mu, logvar, _, prior_mu, prior_logvar, _, _ = case(shape, dtype, "full")
+    args = (*cuda(mu, logvar), None, seed_on(CUDA), *cuda(prior_mu, prior_logvar))
+    z1, kl1 = OPS.reparameterize_kl(*args)
+    z2, kl2 = OPS.reparameterize_kl(*args)
+    assert torch.equal(kl1, kl2) and torch.equal(z1, z2)
+    assert_kl_close(
+        kl1.cpu(),
+        reference.gaussian_kl(f64(mu), f64(logvar), f64(prior_mu), f64(prior_logvar)),
+        dtype,
+        latent_size(shape),
+    )
+
+
+def test_runs_on_the_current_stream():
+    mu, logvar, *_ = case((64, 256), torch.float32)
+    mu, logvar = cuda(mu, logvar)
+    expected, expected_kl = OPS.reparameterize_kl(mu, logvar, None, seed_on(CUDA), None, None)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        seed = seed_on(CUDA)
+        z, kl = OPS.reparameterize_kl(mu, logvar, None, seed, None, None)
+    torch.cuda.current_stream().wait_stream(side)
+    assert torch.equal(z, expected) and torch.equal(kl, expected_kl)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_runs_on_the_inputs_device():
+    mu, logvar, *_ = case((16, 100), torch.float32)
+    device = torch.device("cuda", 1)
+    with torch.cuda.device(0):
+        z, kl = OPS.reparameterize_kl(mu.to(device), logvar.to(device), None, seed_on(device), None, None)
+    z_ref, kl_ref = OPS.reparameterize_kl(*cuda(mu, logvar), None, seed_on(CUDA), None, None)
+    assert z.device == device and torch.equal(z.cpu(), z_ref.cpu()) and torch.equal(kl.cpu(), kl_ref.cpu())
+
+
+# --------------------------------------------------------------------------- opcheck, compile
+
+
+def opcheck_cases():
+    mu, logvar, eps, prior_mu, prior_logvar, grad_z, grad_kl = cuda(*case((4, 6), torch.float32, "per_latent"))
+    seed = seed_on(CUDA)
+    leaves = [t.clone().requires_grad_(True) for t in (mu, logvar, prior_mu, prior_logvar)]
+    half = cuda(*case((3, 2, 2, 5), torch.float16, "full"))
+    return [
+        ("reparameterize", (leaves[0], leaves[1], eps)),
+        ("reparameterize_sampled", (leaves[0], leaves[1], seed)),
+        ("gaussian_kl", tuple(leaves)),
+        ("reparameterize_kl", (leaves[0], leaves[1], None, seed, leaves[2], leaves[3])),
+        ("reparameterize_kl", (leaves[0], leaves[1], eps, None, None, None)),
+        ("reparameterize_kl", (half[0], half[1], None, seed, half[3], half[4])),
+        ("reparameterize_backward", (grad_z, logvar, None, seed)),
+        ("reparameterize_kl_backward", (grad_z, grad_kl, mu, logvar, None, seed, prior_mu, prior_logvar, True)),
+        ("reparameterize_kl_backward", (None, grad_kl, mu, logvar, None, None, None, None, False)),
+    ]
+
+
+OPCHECK_CASES = 9  # built inside the tests: CUDA tensors cannot be made at collection time
+
+
+@pytest.mark.parametrize("index", range(OPCHECK_CASES))
+def test_opcheck_on_cuda(index):
+    name, args = opcheck_cases()[index]
+    torch.library.opcheck(getattr(OPS, name).default, args)
+
+
+def test_opcheck_cases_cover_every_op():
+    cases = opcheck_cases()
+    assert len(cases) == OPCHECK_CASES
+    assert {name for name, _ in cases} == set(vae_ext._ops.OP_NAMES)
+
+
+def sampled_loss(mu, logvar, seed, prior_logvar, weight):
+    z, kl = OPS.reparameterize_kl(mu, logvar, None, seed, None, prior_logvar)
+    return z, (z * weight).sum() + kl.mean()
+
+
+def given_loss(mu, logvar, eps, weight):
+    z, kl = vae_ext.reparameterize_kl(mu, logvar, eps, prior_mu=0.5, reduction="mean")
+    return z, (z * weight).sum() + kl + vae_ext.gaussian_kl(mu, logvar, reduction="sum")
+
+
+def loss_and_grads(fn, leaves, *rest):
+    z, loss = fn(*leaves, *rest)
+    return (z.detach(), loss.detach(), *torch.autograd.grad(loss, leaves))
+
+
+@pytest.fixture
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.usefixtures("fresh_dynamo")
+def test_compile_fullgraph_sampled_matches_eager():
+    mu, logvar, _, _, prior_logvar, grad_z, _ = cuda(*case((16, 40), torch.float32, "per_latent"))
+    leaves = [t.requires_grad_(True) for t in (mu, logvar, prior_logvar)]
+    seed = seed_on(CUDA)
+    compiled_fn = torch.compile(sampled_loss, fullgraph=True)
+    eager = loss_and_grads(sampled_loss, leaves[:2], seed, leaves[2], grad_z)
+    compiled = loss_and_grads(compiled_fn, leaves[:2], seed, leaves[2], grad_z)
+    assert torch.equal(compiled[0], eager[0])
+    for c, e in zip(compiled[1:], eager[1:]):
+        assert_close(c.cpu(), e.cpu().double(), torch.float32, terms=40)
+    seed.fill_(12345)
+    assert not torch.equal(loss_and_grads(compiled_fn, leaves[:2], seed, leaves[2], grad_z)[0], eager[0])
+
+
+@pytest.mark.usefixtures("fresh_dynamo")
+def test_compile_fullgraph_given_eps_matches_eager(monkeypatch):
+    monkeypatch.setattr(vae_ext._ops, "ops", vae_ext._ops.compiled)
+    mu, logvar, eps, _, _, grad_z, _ = cuda(*case((16, 40), torch.float32))
+    leaves = [t.requires_grad_(True) for t in (mu, logvar, eps)]
+    eager = loss_and_grads(given_loss, leaves, grad_z)
+    compiled = loss_and_grads(torch.compile(given_loss, fullgraph=True), leaves, grad_z)
+    for c, e in zip(compiled, eager):
+        assert_close(c.cpu(), e.cpu().double(), torch.float32, terms=40)
+
+
+# --------------------------------------------------------------------------- CUDA graphs
+
+
+def capture(fn):
+    """Warms fn up on a side stream, captures it in a CUDA graph; returns (graph, outputs)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = fn()
+    return graph, outputs
+
+
+def test_graph_replay_reads_the_seed_tensor():
+    mu, logvar, *_ = cuda(*case((32, 100), torch.float32))
+    seed = seed_on(CUDA)
+    graph, (z, kl) = capture(lambda: OPS.reparameterize_kl(mu, logvar, None, seed, None, None))
+    graph.replay()
+    first = z.clone()
+    assert torch.equal(first, OPS.reparameterize_sampled(mu, logvar, seed_on(CUDA)))
+    graph.replay()
+    assert torch.equal(z, first)  # same seed, same z
+    seed.fill_(987654321)
+    graph.replay()
+    assert not torch.equal(z, first)
+    assert torch.equal(z, OPS.reparameterize_sampled(mu, logvar, seed_on(CUDA, 987654321)))
+    assert torch.equal(kl, OPS.gaussian_kl(mu, logvar, None, None))
+
+
+def test_graph_replay_of_forward_and_backward():
+    mu, logvar, _, prior_mu, prior_logvar, grad_z, grad_kl = cuda(*case((3, 65536 + 3), torch.float32, "full"))
+    seed = seed_on(CUDA)
+
+    def step():
+        z, kl = OPS.reparameterize_kl(mu, logvar, None, seed, prior_mu, prior_logvar)
+        grads = OPS.reparameterize_kl_backward(grad_z, grad_kl, mu, logvar, None, seed, prior_mu, prior_logvar, True)
+        return (z, kl) + tuple(grads)
+
+    graph, outputs = capture(step)
+    seed.fill_(42)
+    graph.replay()
+    expected = step()
+    for got, want in zip(outputs, expected):
+        assert torch.equal(got, want)
+
+
+def test_functional_api_draws_a_fresh_seed_each_replay(monkeypatch):
+    # draw_seed's random_ uses the graph-safe CUDA generator: each replay advances its offset.
+    # The fallback cannot be captured (it reads the seed on the host), so use the kernels.
+    monkeypatch.setattr(vae_ext._ops, "ops", vae_ext._ops.compiled)
+    mu, logvar, *_ = cuda(*case((64, 1024), torch.float32))
+
+    def step():
+        seed = vae_ext.draw_seed(CUDA)
+        z_api, kl = vae_ext.reparameterize_kl(mu, logvar)
+        return seed, OPS.reparameterize_sampled(mu, logvar, seed), z_api, kl
+
+    graph, (seed, z_seeded, z_api, kl) = capture(step)
+    replays = []
+    for _ in range(2):
+        graph.replay()
+        replays.append((seed.clone(), z_seeded.clone(), z_api.clone()))
+        assert torch.equal(z_seeded, OPS.reparameterize_sampled(mu, logvar, seed.clone()))
+        eps = (z_api - mu) / torch.exp(0.5 * logvar)
+        assert abs(eps.mean().item()) < 0.02 and abs(eps.std().item() - 1.0) < 0.02
+    assert not torch.equal(replays[0][0], replays[1][0])
+    assert not torch.equal(replays[0][2], replays[1][2])
+    assert torch.equal(kl, OPS.gaussian_kl(mu, logvar, None, None))
+
+
+# --------------------------------------------------------------------------- past 2^31 elements
+
+
+def skip_unless_free(nbytes):
+    free, _ = torch.cuda.mem_get_info()
+    if free < nbytes:
+        pytest.skip(f"needs {nbytes / GIB:.0f} GiB of free GPU memory, {free / GIB:.0f} GiB free")
+
+
+def check_window(z, first, count, row_length, shift):
+    """z's flat elements [first, first + count) are shift + eps, eps the reference stream."""
+    row, col = divmod(first, row_length)
+    got = z[row, col : col + count].cpu()
+    want = (reference.normals(SEED, count, start=first) + shift).to(z.dtype)
+    assert torch.equal(got, want)
+
+
+def test_more_than_2_31_elements_long_rows():
+    rows, cols = 2, (1 << 30) + 5  # flat indices past 2^31 in row 1; cols % 4 != 0
+    skip_unless_free(36 * GIB)
+    mu = torch.full((rows, cols), 0.5, dtype=torch.float16, device=CUDA)
+    logvar = torch.zeros_like(mu)  # exp(0) = 1 exactly: z = 0.5 + eps, rounded once
+    seed = seed_on(CUDA)
+    z, kl = OPS.reparameterize_kl(mu, logvar, None, seed, None, None)
+    for first in (0, (1 << 31) - 3, rows * cols - 7):
+        check_window(z, first, 7, cols, 0.5)
+    # float32 sums of ~1000 per-block partials near 1.3e8: n * 2^-24 relative at worst.
+    torch.testing.assert_close(kl.cpu(), torch.full((rows,), 0.125 * cols), rtol=1e-4, atol=0)
+    del z
+    grad_z = torch.full_like(mu, 0.25)
+    grad_kl = torch.tensor([1.5, -0.5], device=CUDA)
+    g_mu, g_lv, _, _ = OPS.reparameterize_kl_backward(grad_z, grad_kl, mu, logvar, None, seed, None, None, False)
+    # d/dmu = 0.25 + g * 0.5; d/dlogvar = 0.25 * 0.5 * eps (expm1(0) = 0 drops the KL term).
+    assert torch.equal(g_mu[:, -3:].cpu(), torch.tensor([[1.0] * 3, [0.0] * 3], dtype=torch.float16))
+    first = rows * cols - 5
+    want = (reference.normals(SEED, 5, start=first) * 0.125).to(torch.float16)
+    assert torch.equal(g_lv[1, -5:].cpu(), want)
+
+
+def test_more_than_2_31_rows():
+    rows = (1 << 31) + 6  # one element per row: row indices past 2^31
+    skip_unless_free(28 * GIB)
+    mu = torch.full((rows, 1), 0.5, dtype=torch.float16, device=CUDA)
+    logvar = torch.zeros_like(mu)
+    z, kl = OPS.reparameterize_kl(mu, logvar, None, seed_on(CUDA), None, None)
+    for first in (0, (1 << 31) - 2, rows - 6):
+        got = z[first : first + 6, 0].cpu()
+        assert torch.equal(got, (reference.normals(SEED, 6, start=first) + 0.5).to(torch.float16))
+    assert torch.equal(kl[-4:].cpu(), torch.full((4,), 0.125))
+    assert kl.min().item() == 0.125 and kl.max().item() == 0.125
