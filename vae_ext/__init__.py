@@ -6,6 +6,9 @@ __version__ = "0.1.0"
 
 from . import _ops, reference
 from .functional import draw_seed, gaussian_kl, reparameterize, reparameterize_kl
+from .losses import ELBOLoss, ELBOParts
+from .modules import AE, VAE, AEOutput, GaussianLatent, VAEOutput
+from .schedules import ConstantBeta, CyclicalBeta, LinearWarmup
 
 
 def build_info() -> dict:
@@ -26,6 +29,16 @@ def build_info() -> dict:
 
 
 __all__ = [
+    "AE",
+    "VAE",
+    "AEOutput",
+    "ConstantBeta",
+    "CyclicalBeta",
+    "ELBOLoss",
+    "ELBOParts",
+    "GaussianLatent",
+    "LinearWarmup",
+    "VAEOutput",
     "build_info",
     "draw_seed",
     "gaussian_kl",

@@ -1,0 +1,226 @@
+"""Reconstruction likelihoods and the ELBO loss (negative evidence lower bound).
+
+All per-sample sums accumulate in float32 for float16 / bfloat16 inputs (float64 for
+float64), so the losses stay finite under ``torch.autocast`` where the same expression
+evaluated in half precision overflows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .functional import gaussian_kl
+from .reference import kl_elementwise
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+AE_LOSSES = ("mse", "l2")
+REDUCTIONS = ("none", "mean", "sum")
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; everything else (float32, float16, bfloat16) sums in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _per_sample_sum(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1).sum(dim=1)
+
+
+def check_choice(value, choices, name):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def check_non_negative(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return float(value)
+
+
+def reduce_batch(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "none":
+        return per_sample
+    return per_sample.sum() if reduction == "sum" else per_sample.mean()
+
+
+# --------------------------------------------------------------------------- likelihoods
+
+
+def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log Bernoulli(x | sigmoid(logits)) summed per sample: [B]. x may be soft targets in [0, 1]."""
+    dtype = accumulation_dtype(logits.dtype)
+    nll = F.binary_cross_entropy_with_logits(logits.to(dtype), x.to(dtype), reduction="none")
+    return _per_sample_sum(nll)
+
+
+def gaussian_nll(mean: torch.Tensor, x: torch.Tensor, logvar=0.0) -> torch.Tensor:
+    """-log N(x | mean, exp(logvar)) summed per sample: [B], constant included.
+
+    ``logvar``: a float, a 0-d tensor or a per-pixel tensor of shape x.shape[1:].
+    """
+    dtype = accumulation_dtype(mean.dtype)
+    diff = x.to(dtype) - mean.to(dtype)
+    if isinstance(logvar, torch.Tensor):
+        lv = logvar.to(dtype)
+        nll = 0.5 * (diff * diff * torch.exp(-lv) + lv + _LOG_2PI)
+    else:
+        nll = 0.5 * (diff * diff * math.exp(-logvar) + (logvar + _LOG_2PI))
+    return _per_sample_sum(nll.expand(diff.shape))
+
+
+def reconstruction_nll(x_hat, x, likelihood="bernoulli", obs_logvar=0.0) -> torch.Tensor:
+    """Per-sample negative log-likelihood [B]: x_hat holds logits (Bernoulli) or means (Gaussian)."""
+    if x_hat.shape != x.shape:
+        raise ValueError(f"x_hat must have x's shape {tuple(x.shape)}, got {tuple(x_hat.shape)}")
+    if likelihood == "bernoulli":
+        return bernoulli_nll(x_hat, x)
+    if likelihood == "gaussian":
+        return gaussian_nll(x_hat, x, obs_logvar)
+    raise ValueError(f"likelihood must be one of {', '.join(map(repr, LIKELIHOODS))}; got {likelihood!r}")
+
+
+def ae_reconstruction_error(x_hat, x, kind="mse") -> torch.Tensor:
+    """Per-sample AE error [B]: "mse" squared error summed per sample, "l2" its square root."""
+    check_choice(kind, AE_LOSSES, "loss")
+    if x_hat.shape != x.shape:
+        raise ValueError(f"x_hat must have x's shape {tuple(x.shape)}, got {tuple(x_hat.shape)}")
+    dtype = accumulation_dtype(x_hat.dtype)
+    diff = (x_hat.to(dtype) - x.to(dtype)).reshape(x.shape[0], -1)
+    if kind == "mse":
+        return (diff * diff).sum(dim=1)
+    return torch.linalg.vector_norm(diff, dim=1)
+
+
+# --------------------------------------------------------------------------- KL terms
+
+
+def _prior_tensor(p, like):
+    if p is None or isinstance(p, torch.Tensor):
+        return p
+    return torch.tensor(float(p), dtype=accumulation_dtype(like.dtype), device=like.device)
+
+
+def kl_per_dimension(mu, logvar, prior_mu=None, prior_logvar=None) -> torch.Tensor:
+    """The KL of every latent element, [B, ...] like mu, in the accumulation dtype."""
+    kl = kl_elementwise(mu, logvar, _prior_tensor(prior_mu, mu), _prior_tensor(prior_logvar, mu))
+    return kl.to(accumulation_dtype(mu.dtype)).expand(mu.shape)
+
+
+def free_bits_kl(kl_elements: torch.Tensor, free_bits: float) -> torch.Tensor:
+    """sum_j max(mean_over_batch(KL_j), free_bits): the free-bits KL of Kingma et al. (2016)."""
+    per_dim = kl_elements.reshape(kl_elements.shape[0], -1).mean(dim=0)
+    return per_dim.clamp(min=free_bits).sum()
+
+
+# --------------------------------------------------------------------------- ELBO
+
+
+class ELBOParts(NamedTuple):
+    """The loss and its parts, each reduced like the loss.
+
+    ``kl`` is the plain KL; ``kl_penalty`` is the KL term as it enters the loss before the
+    β weighting (the free-bits KL when free_bits > 0, else the KL itself).
+    """
+
+    loss: torch.Tensor
+    recon: torch.Tensor
+    kl: torch.Tensor
+    kl_penalty: torch.Tensor
+
+
+class ELBOLoss(nn.Module):
+    """Negative ELBO: reconstruction NLL + β · KL(q(z|x) || p(z)), a drop-in training loss.
+
+    Call as ``loss_fn(x_hat, x, mu, logvar, prior_mu=None, prior_logvar=None)``; x_hat holds
+    logits for ``likelihood="bernoulli"`` and means for ``"gaussian"``.
+
+    * reduction: "mean" (over the batch, of per-sample sums: the ELBO convention), "sum" or
+      "none" (per-sample [B]).
+    * free_bits λ > 0: the KL term becomes sum_j max(mean_batch KL_j, λ) over latent elements
+      j (Kingma et al. 2016), computed from the per-element KL; it is a batch quantity, so
+      reduction "none" is refused. With free_bits = 0 the KL is the fused ``gaussian_kl`` op.
+    * Gaussian likelihood: p(x|z) = N(x_hat, exp(obs_logvar)). ``obs_logvar`` is a float (a
+      scalar, default 0: σ = 1, i.e. squared error / 2 + constant) or a tensor of shape
+      x.shape[1:] (per pixel); ``learn_obs_logvar=True`` makes it a learned parameter
+      initialised from that value.
+    * ``kl=``: a per-sample KL already computed for these mu / logvar (by the fused sampler,
+      ``reparameterize_kl``); used instead of computing it again when free_bits is 0.
+    """
+
+    def __init__(
+        self,
+        likelihood="bernoulli",
+        beta=1.0,
+        free_bits=0.0,
+        reduction="mean",
+        *,
+        obs_logvar=0.0,
+        learn_obs_logvar=False,
+    ):
+        super().__init__()
+        self.likelihood = check_choice(likelihood, LIKELIHOODS, "likelihood")
+        self.reduction = check_choice(reduction, REDUCTIONS, "reduction")
+        self.beta = beta
+        self.free_bits = check_non_negative(free_bits, "free_bits")
+        if self.free_bits > 0 and reduction == "none":
+            raise ValueError("free_bits > 0 makes the KL a batch quantity: use reduction 'mean' or 'sum'")
+        self._init_obs_logvar(obs_logvar, learn_obs_logvar)
+
+    def _init_obs_logvar(self, obs_logvar, learn):
+        if learn and self.likelihood != "gaussian":
+            raise ValueError("learn_obs_logvar needs likelihood='gaussian'")
+        is_tensor = isinstance(obs_logvar, torch.Tensor)
+        value = obs_logvar.detach().clone() if is_tensor else torch.tensor(float(obs_logvar))
+        if learn:
+            self.obs_logvar = nn.Parameter(value)
+        elif is_tensor:
+            self.register_buffer("obs_logvar", value)
+        else:
+            self.obs_logvar = float(obs_logvar)
+
+    @property
+    def beta(self) -> float:
+        return self._beta
+
+    @beta.setter
+    def beta(self, value):
+        self._beta = check_non_negative(value, "beta")
+
+    def reconstruction(self, x_hat, x) -> torch.Tensor:
+        """Per-sample reconstruction NLL [B]."""
+        return reconstruction_nll(x_hat, x, self.likelihood, self.obs_logvar)
+
+    def forward(self, x_hat, x, mu, logvar, prior_mu=None, prior_logvar=None, *, kl=None, return_parts=False):
+        recon = self.reconstruction(x_hat, x)
+        if self.free_bits > 0:
+            parts = self._free_bits_parts(recon, mu, logvar, prior_mu, prior_logvar)
+        else:
+            if kl is None:
+                kl = gaussian_kl(mu, logvar, prior_mu, prior_logvar, reduction="none")
+            per_sample = recon + self.beta * kl
+            parts = ELBOParts(*(reduce_batch(t, self.reduction) for t in (per_sample, recon, kl, kl)))
+        return parts if return_parts else parts.loss
+
+    def _free_bits_parts(self, recon, mu, logvar, prior_mu, prior_logvar):
+        elements = kl_per_dimension(mu, logvar, prior_mu, prior_logvar)
+        penalty = free_bits_kl(elements, self.free_bits)
+        if self.reduction == "sum":
+            penalty = penalty * mu.shape[0]
+        recon_r = reduce_batch(recon, self.reduction)
+        kl_r = reduce_batch(_per_sample_sum(elements), self.reduction)
+        return ELBOParts(recon_r + self.beta * penalty, recon_r, kl_r, penalty)
+
+    def extra_repr(self):
+        return (
+            f"likelihood={self.likelihood!r}, beta={self.beta}, free_bits={self.free_bits}, "
+            f"reduction={self.reduction!r}"
+        )

@@ -1,0 +1,75 @@
+"""β schedules for KL warm-up: ``schedule(step) -> β`` with step counted in optimizer steps.
+
+* ``ConstantBeta(beta)``: no warm-up.
+* ``LinearWarmup(beta, warmup_steps)``: β rises linearly from 0 to ``beta`` over the first
+  warmup_steps steps, then stays (Bowman et al. 2016).
+* ``CyclicalBeta(beta, cycle_steps, ramp_fraction=0.5)``: the linear ramp repeated every
+  cycle_steps steps; within a cycle β rises over the first ramp_fraction of it, then stays at
+  ``beta`` (Fu et al. 2019).
+
+Usage: ``model.beta = schedule(step)`` before each step (``VAE.beta`` / ``ELBOLoss.beta``).
+"""
+
+from __future__ import annotations
+
+from .losses import check_non_negative
+
+WARMUPS = ("none", "linear", "cyclical")
+
+
+def _check_steps(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+class ConstantBeta:
+    def __init__(self, beta=1.0):
+        self.beta = check_non_negative(beta, "beta")
+
+    def __call__(self, step: int) -> float:
+        return self.beta
+
+    def __repr__(self):
+        return f"ConstantBeta(beta={self.beta})"
+
+
+class LinearWarmup:
+    def __init__(self, beta=1.0, warmup_steps=1000):
+        self.beta = check_non_negative(beta, "beta")
+        self.warmup_steps = _check_steps(warmup_steps, "warmup_steps")
+
+    def __call__(self, step: int) -> float:
+        return self.beta * min(1.0, max(step, 0) / self.warmup_steps)
+
+    def __repr__(self):
+        return f"LinearWarmup(beta={self.beta}, warmup_steps={self.warmup_steps})"
+
+
+class CyclicalBeta:
+    def __init__(self, beta=1.0, cycle_steps=1000, ramp_fraction=0.5):
+        self.beta = check_non_negative(beta, "beta")
+        self.cycle_steps = _check_steps(cycle_steps, "cycle_steps")
+        if not 0.0 < ramp_fraction <= 1.0:
+            raise ValueError(f"ramp_fraction must be in (0, 1], got {ramp_fraction}")
+        self.ramp_fraction = float(ramp_fraction)
+
+    def __call__(self, step: int) -> float:
+        phase = (max(step, 0) % self.cycle_steps) / self.cycle_steps
+        return self.beta * min(1.0, phase / self.ramp_fraction)
+
+    def __repr__(self):
+        return f"CyclicalBeta(beta={self.beta}, cycle_steps={self.cycle_steps}, ramp_fraction={self.ramp_fraction})"
+
+
+def make_beta_schedule(kind, beta, total_steps, *, warmup_fraction=0.25, cycles=4, ramp_fraction=0.5):
+    """The schedule the command line names: "none", "linear" (warm-up over warmup_fraction of
+    total_steps) or "cyclical" (``cycles`` cycles over total_steps)."""
+    total_steps = max(int(total_steps), 1)
+    if kind == "none":
+        return ConstantBeta(beta)
+    if kind == "linear":
+        return LinearWarmup(beta, max(1, round(warmup_fraction * total_steps)))
+    if kind == "cyclical":
+        return CyclicalBeta(beta, max(1, total_steps // max(int(cycles), 1)), ramp_fraction)
+    raise ValueError(f"warmup must be one of {', '.join(map(repr, WARMUPS))}; got {kind!r}")
