@@ -39,6 +39,10 @@ def extensions():
     # contraction into FMA. No errno and no FP traps lets GCC vectorize the branch-free math
     # (sqrt, selects) without changing any result.
     cxx_flags = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fvisibility=hidden"]
+    # at::parallel_for is header code: without OpenMP here it runs on one thread. The
+    # libgomp torch already loaded is the one used at run time (same soname).
+    cxx_flags.append("-fopenmp")
+    link_flags = ["-fopenmp"]
     define_macros = [("VAE_EXT_PYTHON_MODULE", None)]
     with_cuda = cuda_wanted(torch.version.cuda, CUDA_HOME)
     if with_cuda:
@@ -54,10 +58,15 @@ def extensions():
             sources,
             define_macros=define_macros,
             extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+            extra_link_args=link_flags,
         )
     else:
         ext = CppExtension(
-            "vae_ext._C", sources, define_macros=define_macros, extra_compile_args={"cxx": cxx_flags}
+            "vae_ext._C",
+            sources,
+            define_macros=define_macros,
+            extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=link_flags,
         )
     return [ext], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=False)}
 
