@@ -65,8 +65,8 @@ struct Reparameterize : torch::autograd::Function<Reparameterize> {
     ctx->saved_data["eps"] = wants_grad(eps);
     at::AutoDispatchBelowADInplaceOrView guard;
     if (eps.has_value()) {
-      static const auto op = find_op<Tensor(const Tensor&, const Tensor&, const Tensor&)>(
-          "vae_ext::reparameterize");
+      static const auto op =
+          find_op<Tensor(const Tensor&, const Tensor&, const Tensor&)>("vae_ext::reparameterize");
       return op.call(mu, logvar, *eps);
     }
     static const auto op = find_op<Tensor(const Tensor&, const Tensor&, const Tensor&)>(
@@ -79,9 +79,10 @@ struct Reparameterize : torch::autograd::Function<Reparameterize> {
     if (!grad_z.defined()) return {Tensor(), Tensor(), Tensor(), Tensor()};
     const auto saved = ctx->get_saved_variables();
     const Tensor &logvar = saved[0], &eps = saved[1], &seed = saved[2];
-    const Tensor g_lv = ctx->saved_data["logvar"].toBool()
-                            ? reparameterize_backward_op(grad_z, logvar, present(eps), present(seed))
-                            : Tensor();
+    const Tensor g_lv =
+        ctx->saved_data["logvar"].toBool()
+            ? reparameterize_backward_op(grad_z, logvar, present(eps), present(seed))
+            : Tensor();
     return {ctx->saved_data["mu"].toBool() ? grad_z : Tensor(), g_lv,
             ctx->saved_data["eps"].toBool() ? eps_grad(grad_z, logvar) : Tensor(), Tensor()};
   }
@@ -102,13 +103,15 @@ struct ReparameterizeKl : torch::autograd::Function<ReparameterizeKl> {
     ctx->saved_data["prior_logvar"] = wants_grad(prior_logvar);
     at::AutoDispatchBelowADInplaceOrView guard;
     if (!eps.has_value() && !seed.has_value()) {
-      static const auto op = find_op<Tensor(const Tensor&, const Tensor&, const OptTensor&,
-                                            const OptTensor&)>("vae_ext::gaussian_kl");
+      static const auto op =
+          find_op<Tensor(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&)>(
+              "vae_ext::gaussian_kl");
       return {op.call(mu, logvar, prior_mu, prior_logvar)};
     }
-    static const auto op = find_op<std::tuple<Tensor, Tensor>(
-        const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, const OptTensor&,
-        const OptTensor&)>("vae_ext::reparameterize_kl");
+    static const auto op =
+        find_op<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const OptTensor&,
+                                           const OptTensor&, const OptTensor&, const OptTensor&)>(
+            "vae_ext::reparameterize_kl");
     const auto [z, kl] = op.call(mu, logvar, eps, seed, prior_mu, prior_logvar);
     return {z, kl};
   }
@@ -123,8 +126,8 @@ struct ReparameterizeKl : torch::autograd::Function<ReparameterizeKl> {
     const bool want_pmu = ctx->saved_data["prior_mu"].toBool();
     const bool want_plv = ctx->saved_data["prior_logvar"].toBool();
     const auto [g_mu, g_lv, g_pmu, g_plv] =
-        kl_backward_op(present(grad_z), present(grad_kl), mu, logvar, present(eps),
-                       present(seed), prior_mu, prior_logvar, want_pmu || want_plv);
+        kl_backward_op(present(grad_z), present(grad_kl), mu, logvar, present(eps), present(seed),
+                       prior_mu, prior_logvar, want_pmu || want_plv);
     Tensor g_eps;
     if (ctx->saved_data["eps"].toBool()) {
       g_eps = grad_z.defined() ? eps_grad(grad_z, logvar) : at::zeros_like(eps);

@@ -63,8 +63,8 @@ inline void check_like_mu(const at::Tensor& t, const char* name, const at::Tenso
                    mu.scalar_type(), ", got ", t.scalar_type());
   TORCH_CHECK_VALUE(t.device() == mu.device(), op, ": ", name, " must be on mu's device ",
                     mu.device(), ", got ", t.device());
-  TORCH_CHECK_VALUE(t.sizes() == mu.sizes(), op, ": ", name, " must have mu's shape ",
-                    mu.sizes(), ", got ", t.sizes());
+  TORCH_CHECK_VALUE(t.sizes() == mu.sizes(), op, ": ", name, " must have mu's shape ", mu.sizes(),
+                    ", got ", t.sizes());
 }
 
 inline void check_seed(const at::Tensor& seed, const at::Tensor& mu, const char* op) {
@@ -72,8 +72,8 @@ inline void check_seed(const at::Tensor& seed, const at::Tensor& mu, const char*
                    seed.scalar_type());
   TORCH_CHECK_VALUE(seed.numel() == 1, op, ": seed must hold one element, got shape ",
                     seed.sizes());
-  TORCH_CHECK_VALUE(seed.device() == mu.device(), op, ": seed must be on mu's device ",
-                    mu.device(), ", got ", seed.device());
+  TORCH_CHECK_VALUE(seed.device() == mu.device(), op, ": seed must be on mu's device ", mu.device(),
+                    ", got ", seed.device());
 }
 
 // A prior is a scalar (numel 1), per-latent (mu.shape[1:], optionally with a leading 1)
@@ -87,8 +87,8 @@ struct PriorView {
 
 inline PriorView prior_view(const at::Tensor& p, const char* name, const at::Tensor& mu,
                             const char* op) {
-  TORCH_CHECK_TYPE(p.scalar_type() == mu.scalar_type(), op, ": ", name,
-                   " must have mu's dtype ", mu.scalar_type(), ", got ", p.scalar_type());
+  TORCH_CHECK_TYPE(p.scalar_type() == mu.scalar_type(), op, ": ", name, " must have mu's dtype ",
+                   mu.scalar_type(), ", got ", p.scalar_type());
   TORCH_CHECK_VALUE(p.device() == mu.device(), op, ": ", name, " must be on mu's device ",
                     mu.device(), ", got ", p.device());
   if (p.sizes() == mu.sizes()) {
@@ -96,8 +96,8 @@ inline PriorView prior_view(const at::Tensor& p, const char* name, const at::Ten
     return {t, mu.size(0) > 1 ? t.stride(0) : 0, 1};
   }
   const auto latent = mu.sizes().slice(1);
-  const bool per_latent =
-      p.sizes() == latent || (p.dim() == mu.dim() && p.size(0) == 1 && p.sizes().slice(1) == latent);
+  const bool per_latent = p.sizes() == latent ||
+                          (p.dim() == mu.dim() && p.size(0) == 1 && p.sizes().slice(1) == latent);
   if (per_latent) return {p.contiguous(), 0, 1};
   TORCH_CHECK_VALUE(p.numel() == 1 && p.dim() <= mu.dim(), op, ": ", name,
                     " must be a scalar, of shape mu.shape[1:] = ", latent,

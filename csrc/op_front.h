@@ -33,7 +33,7 @@ struct BackwardArgs {
   at::Tensor grad_kl;  // contiguous [rows] compute dtype, undefined when kl has none
   at::Tensor mu, logvar, eps, seed;
   std::optional<PriorView> prior_mu, prior_logvar;
-  at::Tensor grad_mu, grad_logvar;            // contiguous, undefined when not wanted
+  at::Tensor grad_mu, grad_logvar;              // contiguous, undefined when not wanted
   at::Tensor grad_prior_mu, grad_prior_logvar;  // contiguous full shape, or undefined
 };
 
@@ -47,9 +47,7 @@ inline std::optional<PriorView> optional_prior(const OptTensor& p, const char* n
   return prior_view(*p, name, mu, op);
 }
 
-inline at::Tensor defined_or_empty(const OptTensor& t) {
-  return t.has_value() ? *t : at::Tensor();
-}
+inline at::Tensor defined_or_empty(const OptTensor& t) { return t.has_value() ? *t : at::Tensor(); }
 
 // Checks shared by every op: mu, logvar, and eps or seed.
 inline void check_inputs(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps,
@@ -104,8 +102,8 @@ struct OpFront {
   }
 
   static std::tuple<at::Tensor, at::Tensor> reparameterize_kl(
-      const at::Tensor& mu, const at::Tensor& logvar, const OptTensor& eps,
-      const OptTensor& seed, const OptTensor& prior_mu, const OptTensor& prior_logvar) {
+      const at::Tensor& mu, const at::Tensor& logvar, const OptTensor& eps, const OptTensor& seed,
+      const OptTensor& prior_mu, const OptTensor& prior_logvar) {
     const at::Tensor e = defined_or_empty(eps), s = defined_or_empty(seed);
     TORCH_CHECK_VALUE(e.defined() != s.defined(),
                       "reparameterize_kl: pass exactly one of eps and seed");

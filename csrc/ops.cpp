@@ -15,7 +15,8 @@ TORCH_LIBRARY(vae_ext, m) {
   m.def("reparameterize(Tensor mu, Tensor logvar, Tensor eps) -> Tensor");
   m.def("reparameterize_sampled(Tensor mu, Tensor logvar, Tensor seed) -> Tensor");
   // d loss / d logvar of either reparameterize op; d loss / d mu is grad_z itself.
-  m.def("reparameterize_backward(Tensor grad_z, Tensor logvar, Tensor? eps, Tensor? seed) -> Tensor");
+  m.def(
+      "reparameterize_backward(Tensor grad_z, Tensor logvar, Tensor? eps, Tensor? seed) -> Tensor");
   // Per-sample KL, shape [B], float32 for half inputs (float64 for float64).
   m.def("gaussian_kl(Tensor mu, Tensor logvar, Tensor? prior_mu, Tensor? prior_logvar) -> Tensor");
   // Exactly one of eps and seed. Returns (z, kl).

@@ -12,8 +12,8 @@
 // reason (a libm call differs across platforms).
 #pragma once
 
-#include <cstdint>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
 #include "macros.h"

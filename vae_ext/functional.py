@@ -54,9 +54,7 @@ def gaussian_kl(mu, logvar, prior_mu=None, prior_logvar=None, *, reduction="mean
     return _reduce(kl, reduction)
 
 
-def reparameterize_kl(
-    mu, logvar, eps=None, prior_mu=None, prior_logvar=None, *, generator=None, reduction="none"
-):
+def reparameterize_kl(mu, logvar, eps=None, prior_mu=None, prior_logvar=None, *, generator=None, reduction="none"):
     """Sample z and compute the KL in one pass; returns (z, kl)."""
     _check_reduction(reduction)
     seed = draw_seed(mu.device, generator) if eps is None else None

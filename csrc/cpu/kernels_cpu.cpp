@@ -37,7 +37,7 @@ namespace {
 constexpr int64_t kChunk = 512;  // a multiple of kLanes; all chunk buffers fit in L1
 constexpr int kLanes = 16;
 constexpr int64_t kBlocks = kChunk / 4 + 16;  // Philox blocks covering kChunk elements, padded
-                                               // to whole SIMD vectors
+                                              // to whole SIMD vectors
 
 template <typename S>
 using Compute = std::conditional_t<std::is_same_v<S, double>, double, float>;
@@ -47,7 +47,9 @@ using Compute = std::conditional_t<std::is_same_v<S, double>, double, float>;
 VAE_INLINE float to_compute(float x) { return x; }
 VAE_INLINE double to_compute(double x) { return x; }
 VAE_INLINE float to_compute(c10::Half x) { return static_cast<float>(x); }
-VAE_INLINE float to_compute(c10::BFloat16 x) { return bits_float(static_cast<uint32_t>(x.x) << 16); }
+VAE_INLINE float to_compute(c10::BFloat16 x) {
+  return bits_float(static_cast<uint32_t>(x.x) << 16);
+}
 
 template <typename S>
 VAE_INLINE S from_compute(Compute<S> x) {
@@ -149,7 +151,8 @@ VAE_INLINE void for_each_tile(int64_t cols, int64_t b0, int64_t b1, bool sample,
     const int64_t t1 = std::min(b1, t0 + rows_per_tile);
     for (int64_t j0 = 0; j0 < cols; j0 += kChunk) {
       const int64_t n = std::min(kChunk, cols - j0);
-      if (sample) fill_normals_as(key, static_cast<uint64_t>(t0 * cols + j0), (t1 - t0) * n, normals);
+      if (sample)
+        fill_normals_as(key, static_cast<uint64_t>(t0 * cols + j0), (t1 - t0) * n, normals);
       for (int64_t b = t0; b < t1; ++b) visit(b, j0, n, sample ? normals + (b - t0) * n : nullptr);
     }
   }
@@ -190,8 +193,8 @@ struct ForwardView {
 // One loop for z and the KL, so e^(lv/2) is evaluated once for both (vae_math.h).
 template <typename T, bool kZ, bool kKl, bool kPrior>
 VAE_INLINE void forward_math(int64_t n, const T* __restrict m, const T* __restrict l,
-                             const T* __restrict e, const T* __restrict pm,
-                             const T* __restrict pl, T* __restrict z, T* __restrict kl) {
+                             const T* __restrict e, const T* __restrict pm, const T* __restrict pl,
+                             T* __restrict z, T* __restrict kl) {
   for (int64_t i = 0; i < n; ++i) {
     if constexpr (kZ) z[i] = reparam(m[i], l[i], e[i]);
     if constexpr (kKl) {
@@ -211,21 +214,22 @@ VAE_INLINE void forward_rows(const ForwardView<S>& v, int64_t b0, int64_t b1) {
   alignas(64) T z_buf[kChunk], kl_buf[kChunk];
   T lanes[kLanes];
   const bool sample = kZ && v.sampled;
-  for_each_tile<T>(v.cols, b0, b1, sample, v.key, [&](int64_t b, int64_t j0, int64_t n, const T* normals) VAE_LAMBDA_INLINE {
-    if (j0 == 0) std::fill(lanes, lanes + kLanes, T(0));
-    const T* m = stage(v.mu, b, j0, n, m_buf);
-    const T* l = stage(v.logvar, b, j0, n, l_buf);
-    const T* e = sample ? normals : (kZ ? stage(v.eps, b, j0, n, e_buf) : nullptr);
-    const T* pm = kPrior ? stage(v.prior_mu, b, j0, n, pm_buf) : nullptr;
-    const T* pl = kPrior ? stage(v.prior_logvar, b, j0, n, pl_buf) : nullptr;
-    T* z = kZ ? output_chunk(v.z + b * v.cols + j0, z_buf) : nullptr;
-    forward_math<T, kZ, kKl, kPrior>(n, m, l, e, pm, pl, z, kl_buf);
-    if constexpr (kZ) store(z, n, v.z + b * v.cols + j0);
-    if constexpr (kKl) {
-      add_to_lanes(kl_buf, n, lanes);
-      if (j0 + n == v.cols) v.kl[b] = sum_lanes(lanes);
-    }
-  });
+  for_each_tile<T>(v.cols, b0, b1, sample, v.key,
+                   [&](int64_t b, int64_t j0, int64_t n, const T* normals) VAE_LAMBDA_INLINE {
+                     if (j0 == 0) std::fill(lanes, lanes + kLanes, T(0));
+                     const T* m = stage(v.mu, b, j0, n, m_buf);
+                     const T* l = stage(v.logvar, b, j0, n, l_buf);
+                     const T* e = sample ? normals : (kZ ? stage(v.eps, b, j0, n, e_buf) : nullptr);
+                     const T* pm = kPrior ? stage(v.prior_mu, b, j0, n, pm_buf) : nullptr;
+                     const T* pl = kPrior ? stage(v.prior_logvar, b, j0, n, pl_buf) : nullptr;
+                     T* z = kZ ? output_chunk(v.z + b * v.cols + j0, z_buf) : nullptr;
+                     forward_math<T, kZ, kKl, kPrior>(n, m, l, e, pm, pl, z, kl_buf);
+                     if constexpr (kZ) store(z, n, v.z + b * v.cols + j0);
+                     if constexpr (kKl) {
+                       add_to_lanes(kl_buf, n, lanes);
+                       if (j0 + n == v.cols) v.kl[b] = sum_lanes(lanes);
+                     }
+                   });
 }
 
 template <typename S>
@@ -284,9 +288,9 @@ struct BackwardView {
 
 template <typename T, bool kGz, bool kGkl, bool kPrior>
 VAE_INLINE void backward_math(int64_t n, T g, const T* __restrict m, const T* __restrict l,
-                              const T* __restrict gz, const T* __restrict e,
-                              const T* __restrict pm, const T* __restrict pl, T* __restrict gm,
-                              T* __restrict gl, T* __restrict gpm, T* __restrict gpl) {
+                              const T* __restrict gz, const T* __restrict e, const T* __restrict pm,
+                              const T* __restrict pl, T* __restrict gm, T* __restrict gl,
+                              T* __restrict gpm, T* __restrict gpl) {
   for (int64_t i = 0; i < n; ++i) {
     T d_mu(0), d_lv(0);
     if constexpr (kGz) {
@@ -294,8 +298,8 @@ VAE_INLINE void backward_math(int64_t n, T g, const T* __restrict m, const T* __
       d_lv = reparam_grad_logvar(gz[i], l[i], e[i]);
     }
     if constexpr (kGkl) {
-      const KlGrad<T> k = kPrior ? kl_grad_general(g, m[i], l[i], pm[i], pl[i])
-                                 : kl_grad_standard(g, m[i], l[i]);
+      const KlGrad<T> k =
+          kPrior ? kl_grad_general(g, m[i], l[i], pm[i], pl[i]) : kl_grad_standard(g, m[i], l[i]);
       d_mu += k.mu;
       d_lv += k.lv;
       gpm[i] = -k.mu;
@@ -313,29 +317,31 @@ VAE_INLINE void backward_rows(const BackwardView<S>& v, int64_t b0, int64_t b1) 
   alignas(64) T pm_buf[kChunk], pl_buf[kChunk];
   alignas(64) T gm_buf[kChunk], gl_buf[kChunk], gpm[kChunk], gpl[kChunk];
   const bool sample = kGz && v.sampled;
-  for_each_tile<T>(v.cols, b0, b1, sample, v.key, [&](int64_t b, int64_t j0, int64_t n, const T* normals) VAE_LAMBDA_INLINE {
-    const T g = kGkl ? v.grad_kl[b] : T(0);
-    const int64_t out = b * v.cols + j0;
-    const T* m = kGkl ? stage(v.mu, b, j0, n, m_buf) : nullptr;
-    const T* l = stage(v.logvar, b, j0, n, l_buf);
-    const T* gz = kGz ? stage(v.grad_z, b, j0, n, gz_buf) : nullptr;
-    const T* e = sample ? normals : (kGz ? stage(v.eps, b, j0, n, e_buf) : nullptr);
-    const T* pm = kPrior ? stage(v.prior_mu, b, j0, n, pm_buf) : nullptr;
-    const T* pl = kPrior ? stage(v.prior_logvar, b, j0, n, pl_buf) : nullptr;
-    T* gm = output_chunk(v.grad_mu == nullptr ? nullptr : v.grad_mu + out, gm_buf);
-    T* gl = output_chunk(v.grad_logvar + out, gl_buf);
-    backward_math<T, kGz, kGkl, kPrior>(n, g, m, l, gz, e, pm, pl, gm, gl, gpm, gpl);
-    if (v.grad_mu != nullptr) store(gm, n, v.grad_mu + out);
-    store(gl, n, v.grad_logvar + out);
-    if (v.grad_prior_mu != nullptr) {
-      if (!kGkl) {
-        std::fill(gpm, gpm + n, T(0));
-        std::fill(gpl, gpl + n, T(0));
-      }
-      store(gpm, n, v.grad_prior_mu + out);
-      store(gpl, n, v.grad_prior_logvar + out);
-    }
-  });
+  for_each_tile<T>(
+      v.cols, b0, b1, sample, v.key,
+      [&](int64_t b, int64_t j0, int64_t n, const T* normals) VAE_LAMBDA_INLINE {
+        const T g = kGkl ? v.grad_kl[b] : T(0);
+        const int64_t out = b * v.cols + j0;
+        const T* m = kGkl ? stage(v.mu, b, j0, n, m_buf) : nullptr;
+        const T* l = stage(v.logvar, b, j0, n, l_buf);
+        const T* gz = kGz ? stage(v.grad_z, b, j0, n, gz_buf) : nullptr;
+        const T* e = sample ? normals : (kGz ? stage(v.eps, b, j0, n, e_buf) : nullptr);
+        const T* pm = kPrior ? stage(v.prior_mu, b, j0, n, pm_buf) : nullptr;
+        const T* pl = kPrior ? stage(v.prior_logvar, b, j0, n, pl_buf) : nullptr;
+        T* gm = output_chunk(v.grad_mu == nullptr ? nullptr : v.grad_mu + out, gm_buf);
+        T* gl = output_chunk(v.grad_logvar + out, gl_buf);
+        backward_math<T, kGz, kGkl, kPrior>(n, g, m, l, gz, e, pm, pl, gm, gl, gpm, gpl);
+        if (v.grad_mu != nullptr) store(gm, n, v.grad_mu + out);
+        store(gl, n, v.grad_logvar + out);
+        if (v.grad_prior_mu != nullptr) {
+          if (!kGkl) {
+            std::fill(gpm, gpm + n, T(0));
+            std::fill(gpl, gpl + n, T(0));
+          }
+          store(gpm, n, v.grad_prior_mu + out);
+          store(gpl, n, v.grad_prior_logvar + out);
+        }
+      });
 }
 
 template <typename S>
@@ -460,8 +466,8 @@ void forward_cpu(const ForwardArgs& a) {
 }
 
 void backward_cpu(const BackwardArgs& a) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.mu.scalar_type(),
-                                  "vae_ext_backward", [&] { backward_typed<scalar_t>(a); });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.mu.scalar_type(), "vae_ext_backward",
+                                  [&] { backward_typed<scalar_t>(a); });
 }
 
 }  // namespace

@@ -21,8 +21,8 @@ namespace cpu {
 using PhiloxBlocksFn = void (*)(PhiloxKey, uint64_t, int64_t, uint32_t*, uint32_t*, uint32_t*,
                                 uint32_t*);
 
-inline void init_counters(uint64_t block0, int64_t blocks, uint32_t* x0, uint32_t* x1,
-                          uint32_t* x2, uint32_t* x3) {
+inline void init_counters(uint64_t block0, int64_t blocks, uint32_t* x0, uint32_t* x1, uint32_t* x2,
+                          uint32_t* x3) {
   for (int64_t k = 0; k < blocks; ++k) {
     const uint64_t block = block0 + static_cast<uint64_t>(k);
     x0[k] = static_cast<uint32_t>(block);
@@ -49,9 +49,10 @@ inline void philox_blocks_generic(PhiloxKey key, uint64_t block0, int64_t blocks
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-__attribute__((target("avx512f"))) inline void philox_blocks_avx512(
-    PhiloxKey key, uint64_t block0, int64_t blocks, uint32_t* x0, uint32_t* x1, uint32_t* x2,
-    uint32_t* x3) {
+__attribute__((target("avx512f"))) inline void philox_blocks_avx512(PhiloxKey key, uint64_t block0,
+                                                                    int64_t blocks, uint32_t* x0,
+                                                                    uint32_t* x1, uint32_t* x2,
+                                                                    uint32_t* x3) {
   init_counters(block0, (blocks + 15) & ~int64_t{15}, x0, x1, x2, x3);
   const __m512i m0 = _mm512_set1_epi32(static_cast<int>(kPhiloxM0));
   const __m512i m1 = _mm512_set1_epi32(static_cast<int>(kPhiloxM1));
@@ -92,7 +93,8 @@ __attribute__((target("avx2"))) inline void philox_blocks_avx2(PhiloxKey key, ui
   uint32_t* rows[4] = {x0, x1, x2, x3};
   for (int64_t k = 0; k < blocks; k += 8) {
     __m256i c[4];
-    for (int w = 0; w < 4; ++w) c[w] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[w] + k));
+    for (int w = 0; w < 4; ++w)
+      c[w] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[w] + k));
     __m256i c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
     for (int round = 0; round < 10; ++round) {
       const __m256i k0 = _mm256_set1_epi32(static_cast<int>(philox_round_key0(key, round)));
