@@ -247,30 +247,20 @@ VAE_INLINE void forward_rows_any(const ForwardView<S>& v, int64_t b0, int64_t b1
   }
 }
 
-VAE_CPU_CLONES void forward_rows_f32(const ForwardView<float>& v, int64_t b0, int64_t b1) {
+// The per-dtype entry points: float and bfloat16 are compiled once per ISA (the hot paths);
+// half and double once.
+VAE_CPU_CLONES void forward_rows_typed(const ForwardView<float>& v, int64_t b0, int64_t b1) {
   forward_rows_any(v, b0, b1);
 }
-VAE_CPU_CLONES void forward_rows_bf16(const ForwardView<c10::BFloat16>& v, int64_t b0, int64_t b1) {
+VAE_CPU_CLONES void forward_rows_typed(const ForwardView<c10::BFloat16>& v, int64_t b0,
+                                       int64_t b1) {
   forward_rows_any(v, b0, b1);
 }
-void forward_rows_f16(const ForwardView<c10::Half>& v, int64_t b0, int64_t b1) {
+void forward_rows_typed(const ForwardView<c10::Half>& v, int64_t b0, int64_t b1) {
   forward_rows_any(v, b0, b1);
 }
-void forward_rows_f64(const ForwardView<double>& v, int64_t b0, int64_t b1) {
+void forward_rows_typed(const ForwardView<double>& v, int64_t b0, int64_t b1) {
   forward_rows_any(v, b0, b1);
-}
-
-VAE_INLINE void forward_rows_typed(const ForwardView<float>& v, int64_t b0, int64_t b1) {
-  forward_rows_f32(v, b0, b1);
-}
-VAE_INLINE void forward_rows_typed(const ForwardView<c10::BFloat16>& v, int64_t b0, int64_t b1) {
-  forward_rows_bf16(v, b0, b1);
-}
-VAE_INLINE void forward_rows_typed(const ForwardView<c10::Half>& v, int64_t b0, int64_t b1) {
-  forward_rows_f16(v, b0, b1);
-}
-VAE_INLINE void forward_rows_typed(const ForwardView<double>& v, int64_t b0, int64_t b1) {
-  forward_rows_f64(v, b0, b1);
 }
 
 // ------------------------------------------------------------------ backward
@@ -361,31 +351,20 @@ VAE_INLINE void backward_rows_any(const BackwardView<S>& v, int64_t b0, int64_t 
   }
 }
 
-VAE_CPU_CLONES void backward_rows_f32(const BackwardView<float>& v, int64_t b0, int64_t b1) {
+// The per-dtype entry points: float and bfloat16 are compiled once per ISA (the hot paths);
+// half and double once.
+VAE_CPU_CLONES void backward_rows_typed(const BackwardView<float>& v, int64_t b0, int64_t b1) {
   backward_rows_any(v, b0, b1);
 }
-VAE_CPU_CLONES void backward_rows_bf16(const BackwardView<c10::BFloat16>& v, int64_t b0,
-                                       int64_t b1) {
+VAE_CPU_CLONES void backward_rows_typed(const BackwardView<c10::BFloat16>& v, int64_t b0,
+                                        int64_t b1) {
   backward_rows_any(v, b0, b1);
 }
-void backward_rows_f16(const BackwardView<c10::Half>& v, int64_t b0, int64_t b1) {
+void backward_rows_typed(const BackwardView<c10::Half>& v, int64_t b0, int64_t b1) {
   backward_rows_any(v, b0, b1);
 }
-void backward_rows_f64(const BackwardView<double>& v, int64_t b0, int64_t b1) {
+void backward_rows_typed(const BackwardView<double>& v, int64_t b0, int64_t b1) {
   backward_rows_any(v, b0, b1);
-}
-
-VAE_INLINE void backward_rows_typed(const BackwardView<float>& v, int64_t b0, int64_t b1) {
-  backward_rows_f32(v, b0, b1);
-}
-VAE_INLINE void backward_rows_typed(const BackwardView<c10::BFloat16>& v, int64_t b0, int64_t b1) {
-  backward_rows_bf16(v, b0, b1);
-}
-VAE_INLINE void backward_rows_typed(const BackwardView<c10::Half>& v, int64_t b0, int64_t b1) {
-  backward_rows_f16(v, b0, b1);
-}
-VAE_INLINE void backward_rows_typed(const BackwardView<double>& v, int64_t b0, int64_t b1) {
-  backward_rows_f64(v, b0, b1);
 }
 
 // ------------------------------------------------------------------ tensors -> views
