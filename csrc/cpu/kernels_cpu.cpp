@@ -388,10 +388,10 @@ PhiloxKey seed_key(const at::Tensor& seed) {
   return seed.defined() ? philox_key(*seed.const_data_ptr<int64_t>()) : PhiloxKey{0, 0};
 }
 
-// Whole rows per task, about 32k elements each: the per-row KL needs no cross-thread
+// Whole rows per task, at least 2k elements each: the per-row KL needs no cross-thread
 // reduction and is the same for any thread count.
 int64_t row_grain(int64_t cols) {
-  return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(cols, 1));
+  return std::max<int64_t>(1, (int64_t{1} << 11) / std::max<int64_t>(cols, 1));
 }
 
 template <typename S>
