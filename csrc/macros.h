@@ -5,12 +5,6 @@
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define VAE_HD __host__ __device__ __forceinline__
-#define VAE_HD_METHOD __host__ __device__ __forceinline__
-#else
-#define VAE_HD_METHOD inline
-#endif
-
-#if defined(__CUDACC__) || defined(__HIPCC__)
 #elif defined(__GNUC__)
 #define VAE_HD static inline __attribute__((always_inline))
 #else

@@ -10,18 +10,16 @@
 #include <optional>
 #include <string>
 
-#include "macros.h"
 
 namespace vae_ext {
 
-// Element (b, j) of a tensor seen as [rows, cols]. A prior broadcast over the batch has
-// row_stride 0; a scalar prior has col_stride 0 too.
+// A tensor seen as [rows, cols]: element (b, j) is data[b * row_stride + j * col_stride]. A
+// prior broadcast over the batch has row_stride 0; a scalar prior has col_stride 0 too.
 template <typename T>
 struct Strided {
   const T* data;
   int64_t row_stride;
   int64_t col_stride;
-  VAE_HD_METHOD T at(int64_t b, int64_t j) const { return data[b * row_stride + j * col_stride]; }
 };
 
 struct LatentShape {
