@@ -10,7 +10,6 @@
 #include <optional>
 #include <string>
 
-
 namespace vae_ext {
 
 // A tensor seen as [rows, cols]: element (b, j) is data[b * row_stride + j * col_stride]. A
