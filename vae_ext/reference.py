@@ -99,7 +99,12 @@ def philox4x32_10(counter, key):
     return c0, c1, c2, c3
 
 
-def philox_key(seed: int):
+def philox_key(seed):
+    """The two 32-bit key words of a 64-bit seed: Python ints for an int, int64 tensors for a
+    tensor (no host read: traceable by torch.compile and batched by vmap)."""
+    if isinstance(seed, torch.Tensor):
+        s = seed.reshape(())
+        return s & _MASK32, (s >> 32) & _MASK32
     s = int(seed) & 0xFFFFFFFFFFFFFFFF
     return s & _MASK32, s >> 32
 
@@ -162,8 +167,9 @@ def _box_muller(x_radius, x_angle):
     return radius * c, radius * s
 
 
-def normals(seed: int, n: int, device=None, start: int = 0) -> torch.Tensor:
-    """The float32 standard normals of flat indices [start, start + n) for ``seed``."""
+def normals(seed, n: int, device=None, start: int = 0) -> torch.Tensor:
+    """The float32 standard normals of flat indices [start, start + n) for ``seed`` (an int or
+    an int64 tensor)."""
     first, last = start // 4, (start + n + 3) // 4
     block = torch.arange(first, last, dtype=torch.int64, device=device)
     zero = torch.zeros_like(block)
@@ -177,7 +183,7 @@ def normals(seed: int, n: int, device=None, start: int = 0) -> torch.Tensor:
 def sample_eps(seed: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """ε for a tensor shaped like ``like`` (design.md section 4), in like's compute dtype
     (float32 for half types, as the kernels use it; float64 for float64)."""
-    eps = normals(int(seed.reshape(())), like.numel(), device=like.device)
+    eps = normals(seed, like.numel(), device=like.device)
     return eps.reshape(like.shape).to(_compute(like).dtype)
 
 
