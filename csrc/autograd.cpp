@@ -5,10 +5,10 @@
 // regenerated from the seed. Without a gradient to record, the kernels run directly.
 //
 // Backward ops: when a gradient of the backward itself is needed (create_graph=True, a
-// gradient penalty, gradgradcheck, torch.func.hessian), they run as a composition of ATen
-// ops that autograd differentiates to any order; otherwise the fused kernel runs. The
-// composition follows the same formulas (docs/design.md, "Gradients"); its values may differ
-// from the fused kernel's in the last bits (ATen's exp instead of the package's own).
+// gradient penalty, gradgradcheck, torch.func.hessian; or a forward-mode tangent), they run as a
+// composition of ATen ops that autograd differentiates to any order; otherwise the fused kernel
+// runs. The composition follows the same formulas (docs/design.md, "Gradients"); its values may
+// differ from the fused kernel's in the last bits (ATen's exp instead of the package's own).
 //
 // torch.func cannot see through a C++ torch::autograd::Function: vae_ext/_ops.py routes the
 // functional API to Python autograd.Functions under its transforms, and a direct op call
@@ -50,6 +50,24 @@ bool requires_grad(const OptTensor& t) { return t.has_value() && requires_grad(*
 template <class... Ts>
 bool grad_needed(const Ts&... ts) {
   return c10::GradMode::is_enabled() && (requires_grad(ts) || ...);
+}
+
+// A forward-mode tangent (a dual tensor of torch.autograd.forward_ad, or torch.func.jvp's).
+bool has_tangent(const Tensor& t) { return t.defined() && t._fw_grad(/*level=*/0).defined(); }
+bool has_tangent(const OptTensor& t) { return t.has_value() && has_tangent(*t); }
+
+template <class... Ts>
+bool tangent_given(const Ts&... ts) {
+  return (has_tangent(ts) || ...);
+}
+
+// The forward ops have no forward-mode formula in C++; the functional API carries one
+// (vae_ext/_ops.py) and routes torch.func transforms there.
+void check_no_tangent(bool given, const char* op) {
+  TORCH_CHECK(!given, "vae_ext::", op,
+              ": forward-mode AD is supported through torch.func.jvp / jacfwd on the functional "
+              "API (vae_ext.reparameterize, vae_ext.gaussian_kl, vae_ext.reparameterize_kl), "
+              "not through dual tensors passed to torch.ops.vae_ext directly");
 }
 
 // A torch::autograd::Function cannot run under torch.func transforms: say what to use instead
@@ -185,6 +203,7 @@ struct ReparameterizeKl : torch::autograd::Function<ReparameterizeKl> {
 };
 
 Tensor reparameterize(const Tensor& mu, const Tensor& logvar, const Tensor& eps) {
+  check_no_tangent(tangent_given(mu, logvar, eps), "reparameterize");
   if (!grad_needed(mu, logvar, eps)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return reparameterize_op().call(mu, logvar, eps);
@@ -194,6 +213,7 @@ Tensor reparameterize(const Tensor& mu, const Tensor& logvar, const Tensor& eps)
 }
 
 Tensor reparameterize_sampled(const Tensor& mu, const Tensor& logvar, const Tensor& seed) {
+  check_no_tangent(tangent_given(mu, logvar), "reparameterize_sampled");
   if (!grad_needed(mu, logvar)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return sampled_op().call(mu, logvar, seed);
@@ -204,6 +224,7 @@ Tensor reparameterize_sampled(const Tensor& mu, const Tensor& logvar, const Tens
 
 Tensor gaussian_kl(const Tensor& mu, const Tensor& logvar, const OptTensor& prior_mu,
                    const OptTensor& prior_logvar) {
+  check_no_tangent(tangent_given(mu, logvar, prior_mu, prior_logvar), "gaussian_kl");
   if (!grad_needed(mu, logvar, prior_mu, prior_logvar)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return kl_op().call(mu, logvar, prior_mu, prior_logvar);
@@ -216,6 +237,7 @@ std::tuple<Tensor, Tensor> reparameterize_kl(const Tensor& mu, const Tensor& log
                                              const OptTensor& eps, const OptTensor& seed,
                                              const OptTensor& prior_mu,
                                              const OptTensor& prior_logvar) {
+  check_no_tangent(tangent_given(mu, logvar, eps, prior_mu, prior_logvar), "reparameterize_kl");
   if (!grad_needed(mu, logvar, eps, prior_mu, prior_logvar)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return fused_op().call(mu, logvar, eps, seed, prior_mu, prior_logvar);
@@ -305,7 +327,7 @@ Grads4 kl_backward_composite(const OptTensor& grad_z, const OptTensor& grad_kl, 
 
 Tensor reparameterize_backward(const Tensor& grad_z, const Tensor& logvar, const OptTensor& eps,
                                const OptTensor& seed) {
-  if (grad_needed(grad_z, logvar, eps)) {
+  if (grad_needed(grad_z, logvar, eps) || tangent_given(grad_z, logvar, eps)) {
     check_backward_inputs(grad_z, {}, logvar, logvar, eps, seed, {}, {}, "reparameterize_backward");
     return reparameterize_backward_composite(grad_z, logvar, eps, seed);
   }
@@ -317,7 +339,8 @@ Grads4 reparameterize_kl_backward(const OptTensor& grad_z, const OptTensor& grad
                                   const Tensor& mu, const Tensor& logvar, const OptTensor& eps,
                                   const OptTensor& seed, const OptTensor& prior_mu,
                                   const OptTensor& prior_logvar, bool prior_grads) {
-  if (grad_needed(grad_z, grad_kl, mu, logvar, eps, prior_mu, prior_logvar)) {
+  if (grad_needed(grad_z, grad_kl, mu, logvar, eps, prior_mu, prior_logvar) ||
+      tangent_given(grad_z, grad_kl, mu, logvar, eps, prior_mu, prior_logvar)) {
     check_backward_inputs(grad_z, grad_kl, mu, logvar, eps, seed, prior_mu, prior_logvar,
                           "reparameterize_kl_backward");
     return kl_backward_composite(grad_z, grad_kl, mu, logvar, eps, seed, prior_mu, prior_logvar,

@@ -31,8 +31,8 @@ def _prior(p, mu, name):
     raise TypeError(f"{name} must be None, a float or a tensor, got {type(p).__name__}")
 
 
-def _draw_seed_eager(device, generator):
-    return torch.empty((), dtype=torch.int64, device=device).random_(generator=generator)
+def _randint_seed(device, generator):
+    return torch.randint(2**63 - 1, (), dtype=torch.int64, device=device, generator=generator)
 
 
 _GENERATOR_UNDER_COMPILE = (
@@ -40,23 +40,20 @@ _GENERATOR_UNDER_COMPILE = (
     "Omit generator= inside compiled code: ε then comes from the default generator with no break, "
     "reproducible under torch.manual_seed"
 )
-_draw_seed_from_generator = torch.compiler.disable(_draw_seed_eager, reason=_GENERATOR_UNDER_COMPILE)
+_randint_seed_from_generator = torch.compiler.disable(_randint_seed, reason=_GENERATOR_UNDER_COMPILE)
 
 
 def draw_seed(device, generator=None) -> torch.Tensor:
-    """A fresh 63-bit Philox seed on ``device``, from ``generator`` or the device's default.
+    """A fresh Philox seed in [0, 2^63 - 1) on ``device``: ``torch.randint`` from ``generator``
+    or the device's default generator.
 
-    Eager code draws it with ``Tensor.random_``. Under torch.compile and torch.func
-    transforms, which cannot trace an in-place random op, it is ``torch.randint`` from the
-    same generator: traced into the graph (no graph break), reproducible under
-    ``torch.manual_seed``, batched by ``vmap(randomness=...)``. See docs/design.md,
-    "Randomness", for how the streams relate.
+    With the default generator the draw is traced by torch.compile (no graph break) and batched
+    by ``vmap(randomness=...)``; a user generator is a graph break under torch.compile. See
+    docs/design.md, "Randomness", for how eager and compiled streams relate.
     """
-    if generator is not None:
-        return _draw_seed_from_generator(device, generator)
-    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
-        return torch.randint(0, 2**63 - 1, (), dtype=torch.int64, device=device)
-    return _draw_seed_eager(device, None)
+    if generator is None:
+        return _randint_seed(device, None)
+    return _randint_seed_from_generator(device, generator)
 
 
 def reparameterize(mu, logvar, eps=None, *, generator=None):
