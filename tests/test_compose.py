@@ -273,7 +273,8 @@ def test_per_sample_gradients_with_sampled_eps(ops, device):
         g_mu, g_lv = vmap(grad(loss, argnums=(0, 1)), randomness="same")(mu, logvar)
     torch.manual_seed(3)
     seed = vae_ext.draw_seed(device)  # "same": the one seed a plain call would draw
-    eps = _ops.active().reparameterize_sampled(torch.zeros(1, 3, dtype=F64, device=device), torch.zeros(1, 3, dtype=F64, device=device), seed)[0]
+    zero = torch.zeros(1, 3, dtype=F64, device=device)
+    eps = _ops.active().reparameterize_sampled(zero, zero, seed)[0]
     z = mu + eps * torch.exp(0.5 * logvar)
     torch.testing.assert_close(g_mu, 2 * z + mu)
     torch.testing.assert_close(g_lv, z * eps * torch.exp(0.5 * logvar) + 0.5 * torch.expm1(logvar))
@@ -468,7 +469,8 @@ def test_user_generator_under_fullgraph_names_the_cause(ops):
     gen.manual_seed(1)
     want = vae_ext.reparameterize(mu, mu, generator=gen)
     # The same seed; the fallback's ε compiled by Inductor may differ in the last bits (fused float ops).
-    torch.testing.assert_close(got, want, rtol=0 if ops is _ops.compiled else 1e-6, atol=0 if ops is _ops.compiled else 1e-6)
+    tol = 0 if ops is _ops.compiled else 1e-6
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
 
 
 def test_double_backward_through_compile_is_right_or_an_error(ops):
