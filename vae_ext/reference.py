@@ -114,9 +114,11 @@ def uniform_open01(x: torch.Tensor) -> torch.Tensor:
 
 
 def log_positive(x: torch.Tensor) -> torch.Tensor:
-    bits = x.view(torch.int32)
-    e = ((bits >> 23) - 127).to(torch.float32)
-    m = ((bits & 0x007FFFFF) | 0x3F800000).view(torch.float32)
+    # x = m 2^e with m in [1, 2), as the kernels read it off the float's bits; frexp instead of
+    # a bit view so that vmap can batch it on every supported torch.
+    fraction, exponent = torch.frexp(x)
+    e = (exponent - 1).to(torch.float32)
+    m = fraction * 2.0
     high = m > 1.41421356
     m = torch.where(high, m * 0.5, m)
     e = torch.where(high, e + 1.0, e)
