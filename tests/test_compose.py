@@ -418,10 +418,10 @@ def training_step(model, lr=0.05):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_fullgraph_training_step_matches_eager(ops, device, monkeypatch):
+@torch._dynamo.config.patch(trace_autograd_ops=True)  # loss.backward() inside the graph
+@torch._inductor.config.patch(fallback_random=True)
+def test_fullgraph_training_step_matches_eager(ops, device):
     """With Inductor's random ops falling back to eager's, the compiled step is the eager step."""
-    monkeypatch.setattr(torch._dynamo.config, "trace_autograd_ops", True)
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     x = torch.rand(6, 1, 4, 4, device=device)
     eager_model, compiled_model = tiny_vae(device), tiny_vae(device)
     eager_step = training_step(eager_model)

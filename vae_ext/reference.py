@@ -228,7 +228,9 @@ def kl_elementwise(mu, logvar, prior_mu=None, prior_logvar=None):
 
 def _reparameterize(mu, logvar, eps_compute):
     z = _compute(mu) + eps_compute * torch.exp(0.5 * _compute(logvar))
-    return z.to(mu.dtype)
+    # Not `z.to(mu.dtype)` nor a helper that returns z as is: torch 2.11's compile gives an
+    # autograd.Function whose forward ends in such an identity zero gradients.
+    return z if z.dtype == mu.dtype else z.to(mu.dtype)
 
 
 def reparameterize(mu, logvar, eps):
@@ -260,7 +262,8 @@ def reparameterize_backward(grad_z, logvar, eps=None, seed=None):
     _check_like_mu(grad_z, "grad_z", logvar, "reparameterize_backward")
     e = _compute(eps) if eps is not None else sample_eps(seed, logvar)
     lv = _compute(logvar)
-    return (_compute(grad_z) * (0.5 * e * torch.exp(0.5 * lv))).to(logvar.dtype)
+    g = _compute(grad_z) * (0.5 * e * torch.exp(0.5 * lv))
+    return g if g.dtype == logvar.dtype else g.to(logvar.dtype)
 
 
 def reparameterize_kl_backward(
