@@ -13,7 +13,6 @@ See docs/distributions.md.
 from __future__ import annotations
 
 import math
-from functools import cached_property
 
 import torch
 from torch.distributions import Distribution, Independent, Normal, constraints, register_kl
@@ -45,6 +44,11 @@ def _sample_n(mu, logvar, n, generator=None):
     [n, numel] block its own ε."""
     flat_mu, flat_logvar = mu.reshape(1, -1).expand(n, -1), logvar.reshape(1, -1).expand(n, -1)
     return _sample(flat_mu, flat_logvar, generator).view(n, *mu.shape)
+
+
+def _compute(t):
+    """Half types are summed in float32, as the fused ops do."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def _sum_rightmost(t, dims):
@@ -132,14 +136,17 @@ class DiagonalGaussian(Distribution):
             return self.rsample(sample_shape, generator=generator)
 
     def log_prob(self, value):
-        if self._validate_args:
+        if self._validate_args and value.numel():  # torch's check fails on empty values
             self._validate_sample(value)
-        d = value - self.mu
-        log_p = -0.5 * (d * d * torch.exp(-self.logvar) + self.logvar + _LOG_2PI)
-        return _sum_rightmost(log_p, len(self.event_shape))
+        dtype = torch.promote_types(value.dtype, self.mu.dtype)
+        logvar = _compute(self.logvar)
+        d = _compute(value) - _compute(self.mu)
+        log_p = -0.5 * (d * d * torch.exp(-logvar) + logvar + _LOG_2PI)
+        return _sum_rightmost(log_p, len(self.event_shape)).to(dtype)
 
     def entropy(self):
-        return _sum_rightmost(0.5 * (1.0 + _LOG_2PI) + 0.5 * self.logvar, len(self.event_shape))
+        entropy = 0.5 * (1.0 + _LOG_2PI) + 0.5 * _compute(self.logvar)
+        return _sum_rightmost(entropy, len(self.event_shape)).to(self.mu.dtype)
 
 
 # --------------------------------------------------------------------------- kl_divergence
@@ -187,9 +194,9 @@ def _independent_normal(q, event_dims):
     return q.base_dist
 
 
-def _log_scale_prior(normal, shape):
-    scale = _as_prior(normal.scale, shape)
-    return 2.0 * torch.log(scale)
+def _log_scale_prior(normal, shape, dtype):
+    # In the posterior's dtype: Normal(0.0, 1.0) holds float32 scalars.
+    return 2.0 * torch.log(_as_prior(normal.scale, shape).to(dtype))
 
 
 @register_kl(DiagonalGaussian, DiagonalGaussian)
@@ -207,7 +214,7 @@ def _kl_to_normal(p, normal):
             f"kl_divergence: a Normal of batch_shape {tuple(normal.batch_shape)} does not broadcast to the "
             f"DiagonalGaussian's [batch, *event] = {tuple(p.mu.shape)}"
         )
-    return _fused_kl(p.mu, p.logvar, normal.loc, _log_scale_prior(normal, shape), event_dims)
+    return _fused_kl(p.mu, p.logvar, normal.loc, _log_scale_prior(normal, shape, p.mu.dtype), event_dims)
 
 
 @register_kl(DiagonalGaussian, Independent)
@@ -249,25 +256,47 @@ class DiagonalGaussianDistribution:
         self.parameters = parameters
         self.mean, self._raw_logvar = torch.chunk(parameters, 2, dim=1)
         self.deterministic = deterministic
+        self._logvar = self._std = self._var = None
 
     @classmethod
     def from_posterior(cls, posterior):
         """The fused posterior of another one (``vae.encode(x).latent_dist`` of diffusers)."""
         return cls(posterior.parameters, posterior.deterministic)
 
-    @cached_property
+    # logvar, std and var are computed on first read (diffusers computes all three in the
+    # constructor) and assignable like diffusers' attributes. Plain properties, not
+    # functools.cached_property: its lock (Python < 3.12) breaks torch.compile(fullgraph=True).
+    @property
     def logvar(self) -> torch.Tensor:
-        # A copy, as in diffusers: its gradient is zero outside [-30, 20] and the fused ops
-        # read it (see docs/distributions.md for what it costs).
-        return torch.clamp(self._raw_logvar, LOGVAR_MIN, LOGVAR_MAX)
+        if self._logvar is None:
+            # A copy, as in diffusers: its gradient is zero outside [-30, 20] and the fused ops
+            # read it (docs/distributions.md measures what it costs).
+            self._logvar = torch.clamp(self._raw_logvar, LOGVAR_MIN, LOGVAR_MAX)
+        return self._logvar
 
-    @cached_property
+    @logvar.setter
+    def logvar(self, value):
+        self._logvar = value
+
+    @property
     def std(self) -> torch.Tensor:
-        return self._zeros() if self.deterministic else torch.exp(0.5 * self.logvar)
+        if self._std is None:
+            self._std = self._zeros() if self.deterministic else torch.exp(0.5 * self.logvar)
+        return self._std
 
-    @cached_property
+    @std.setter
+    def std(self, value):
+        self._std = value
+
+    @property
     def var(self) -> torch.Tensor:
-        return self._zeros() if self.deterministic else torch.exp(self.logvar)
+        if self._var is None:
+            self._var = self._zeros() if self.deterministic else torch.exp(self.logvar)
+        return self._var
+
+    @var.setter
+    def var(self, value):
+        self._var = value
 
     def _zeros(self):
         return torch.zeros_like(self.mean, device=self.parameters.device, dtype=self.parameters.dtype)
@@ -292,7 +321,7 @@ class DiagonalGaussianDistribution:
         if self.deterministic:
             return torch.Tensor([0.0])
         fused = self.mean.dim() == 4 and (
-            other is None or (not other.deterministic and other.mean.shape == self.mean.shape)
+            other is None or (not getattr(other, "deterministic", False) and other.mean.shape == self.mean.shape)
         )
         if not fused:
             return self._eager_kl(other)
