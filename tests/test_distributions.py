@@ -48,6 +48,12 @@ def conv_halves(batch, channels, hw, dtype, seed=0, requires_grad=False):
     return h, mu, logvar
 
 
+@pytest.fixture
+def compiled_api(monkeypatch):
+    """The distributions on the compiled ops, whatever VAE_EXT_FORCE_FALLBACK says."""
+    monkeypatch.setattr(_ops, "ops", _ops.compiled)
+
+
 # --------------------------------------------------------------------------- the distribution
 
 
@@ -330,7 +336,8 @@ def test_kl_shape_errors():
         kl_divergence(q, Independent(Uniform(torch.zeros(3, 4), torch.ones(3, 4)), 1))
 
 
-def test_kl_and_rsample_read_strided_halves_in_place():
+@needs_compiled
+def test_kl_and_rsample_read_strided_halves_in_place(compiled_api):
     """No copy of the latent: the halves of a [B, 2C, H, W] encoder output go to the ops as they are."""
     _, mu, logvar = conv_halves(4, 4, 8, torch.float32)
     q = DiagonalGaussian(mu, logvar, validate_args=False)
@@ -346,11 +353,6 @@ def test_kl_and_rsample_read_strided_halves_in_place():
 
 
 # --------------------------------------------------------------------------- torch.compile
-
-
-@pytest.fixture
-def compiled_api(monkeypatch):
-    monkeypatch.setattr(_ops, "ops", _ops.compiled)
 
 
 @needs_compiled
@@ -386,3 +388,13 @@ def test_compile_rsample(compiled_api):
     torch.manual_seed(0)
     torch.testing.assert_close(compiled, draw(h))
     assert compiled.shape == (2, 2, 4, 3, 3)
+
+
+def test_rsample_reads_channels_last_halves_in_place_with_eps_in_memory_order(api_backend):
+    h = torch.randn(2, 6, 3, 4, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    mu, logvar = h.chunk(2, dim=1)
+    z = DiagonalGaussian(mu, logvar).rsample(generator=torch.Generator().manual_seed(2))
+    eps = reference_normals(2, mu.numel()).reshape(2, 3, 4, 3).permute(0, 3, 1, 2)  # (b, h, w, c) order
+    torch.testing.assert_close(z, mu + eps * torch.exp(0.5 * logvar))
+    kl = kl_divergence(DiagonalGaussian(mu, logvar), Normal(0.0, 1.0))
+    torch.testing.assert_close(kl, kl_divergence(torch_peer(mu, logvar), torch_peer(0 * mu, 0 * logvar)))

@@ -34,8 +34,66 @@ def _seed(device, generator):
     return draw_seed(generator.device, generator).to(device)
 
 
+def _rows_are_blocks(t):
+    """csrc/op_args.h's rows_are_contiguous_blocks: the ops read t in place."""
+    expected = 1
+    for size, stride in zip(reversed(t.shape[1:]), reversed(t.stride()[1:])):
+        if size != 1 and stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _channel_rows(t):
+    """A [B·H·W…, C] view of t [B, C, *spatial] when its channels are innermost in memory, as
+    in the channels_last moments of diffusers' AutoencoderKL (its attention block hands
+    channels_last on to conv_out) and in their chunk(2, dim=1) halves; else None."""
+    if t.dim() < 3:
+        return None
+    moved = t.movedim(1, -1)
+    if moved.shape[-1] != 1 and moved.stride(-1) != 1:
+        return None
+    expected = None
+    for size, stride in zip(reversed(moved.shape[:-1]), reversed(moved.stride()[:-1])):
+        if size == 1:
+            continue
+        if expected is not None and stride != expected:
+            return None
+        expected = stride * size
+    return moved.reshape(-1, moved.shape[-1])  # a view: the dims before C merge
+
+
+def _in_place_views(mu, *others):
+    """Views of mu and others (same shape as mu, 0-d or None) that the ops read without a copy:
+    the tensors themselves when their rows are contiguous blocks, else [B·H·W…, C] views of
+    channel-innermost layouts, else None (the op copies)."""
+    full = [t for t in (mu, *others) if t is not None and t.dim() > 0]
+    if mu.numel() == 0 or all(_rows_are_blocks(t) for t in full):
+        return None
+    if any(t.shape != mu.shape for t in full):
+        return None
+    views = [t if t is None or t.dim() == 0 else _channel_rows(t) for t in (mu, *others)]
+    return None if any(v is None for v, t in zip(views, (mu, *others)) if t is not None) else views
+
+
 def _sample(mu, logvar, generator=None):
-    return _ops.ops.reparameterize_sampled(mu, logvar, _seed(mu.device, generator))
+    """z = mu + ε·σ through the fused op. ε is indexed in the order the op reads: logical
+    [B, ...] order, or (b, h, w, c) for channel-innermost latents."""
+    seed = _seed(mu.device, generator)
+    views = _in_place_views(mu, logvar)
+    if views is None:
+        return _ops.ops.reparameterize_sampled(mu, logvar, seed)
+    z = _ops.ops.reparameterize_sampled(*views, seed)
+    return z.view(mu.shape[0], *mu.shape[2:], mu.shape[1]).movedim(-1, 1)
+
+
+def _kl(mu, logvar, prior_mu=None, prior_logvar=None):
+    """Per-sample KL [B] (compute dtype) through the fused op, channel-innermost latents read
+    in place as rows of C (their per-row KLs summed per sample)."""
+    views = _in_place_views(mu, logvar, prior_mu, prior_logvar)
+    if views is None:
+        return gaussian_kl(mu, logvar, prior_mu, prior_logvar, reduction="none")
+    return gaussian_kl(*views, reduction="none").view(mu.shape[0], -1).sum(1)
 
 
 def _sample_n(mu, logvar, n, generator=None):
@@ -175,8 +233,7 @@ def _fused_kl(mu, logvar, prior_mu, prior_logvar, event_dims):
             f"dimension followed by {event_dims} event dimensions"
         )
     mu, logvar = mu.expand(shape), logvar.expand(shape)
-    kl = gaussian_kl(mu, logvar, _as_prior(prior_mu, shape), _as_prior(prior_logvar, shape), reduction="none")
-    return kl.to(mu.dtype)
+    return _kl(mu, logvar, _as_prior(prior_mu, shape), _as_prior(prior_logvar, shape)).to(mu.dtype)
 
 
 def _normal_logvar(normal):
@@ -326,7 +383,7 @@ class DiagonalGaussianDistribution:
         if not fused:
             return self._eager_kl(other)
         prior = (None, None) if other is None else (other.mean, other.logvar)
-        return gaussian_kl(self.mean, self.logvar, *prior, reduction="none").to(self.mean.dtype)
+        return _kl(self.mean, self.logvar, *prior).to(self.mean.dtype)
 
     def _eager_kl(self, other):
         # diffusers' formulas, for the shapes and cases the fused op does not take.
