@@ -28,12 +28,16 @@ from pathlib import Path
 import torch
 
 import vae_ext
+from vae_ext import distributions
 from vae_ext.distributions import DiagonalGaussianDistribution
 
 # (batch, latent channels, height, width): SD 1.x/2.x VAE latents of 512x512 images, and a
 # 16-channel VAE (SD3 / FLUX style) at 1024x1024.
 SD_SHAPES = ((8, 4, 64, 64), (8, 16, 128, 128))
 IMPLS = ("diffusers", "vae_ext", "vae_ext_unclamped")
+# AutoencoderKL's encoder hands channels_last moments to the posterior (its attention block's
+# output layout reaches conv_out); NCHW-contiguous moments come from plain conv encoders.
+LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,10 +61,10 @@ def _posterior_step(cls):
 
 
 def _unclamped_step(moments):
-    # The fused ops on the raw halves: what vae_ext's posterior would cost with the logvar
-    # clamp folded into the kernels (the lower bound of the "vae_ext" row).
+    # vae_ext's posterior path on the raw halves, without the logvar clamp's copy: what it
+    # would cost with the clamp folded into the kernels (the lower bound of the "vae_ext" row).
     mean, logvar = moments.chunk(2, dim=1)
-    return vae_ext.reparameterize(mean, logvar), vae_ext.gaussian_kl(mean, logvar, reduction="none")
+    return distributions._sample(mean, logvar), distributions._kl(mean, logvar)
 
 
 def make_step(impl):
@@ -102,15 +106,15 @@ def _timed(fn, sync, repeats, warmup):
     return times
 
 
-def measure(impl, shape, dtype, device, repeats, warmup=2, seed=0):
+def measure(impl, shape, dtype, device, repeats, warmup=2, layout="channels_last", seed=0):
     """One result row: median forward and forward + backward ms, saved bytes."""
     batch, channels, height, width = shape
     generator = torch.Generator(device=device).manual_seed(seed)
-    moments = torch.randn(
-        (batch, 2 * channels, height, width), generator=generator, device=device, dtype=dtype, requires_grad=True
-    )
-    grad_z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    moments = torch.randn((batch, 2 * channels, height, width), generator=generator, device=device, dtype=dtype)
+    moments = moments.contiguous(memory_format=LAYOUTS[layout]).requires_grad_(True)
     step = make_step(impl)
+    with torch.no_grad():  # the upstream gradient in z's layout, as a decoder's backward gives it
+        grad_z = torch.empty_like(step(moments)[0]).copy_(torch.randn(shape, generator=generator, device=device))
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
 
     def forward():  # with autograd recording, as in training
@@ -127,6 +131,7 @@ def measure(impl, shape, dtype, device, repeats, warmup=2, seed=0):
     return {
         "impl": impl,
         "shape": list(shape),
+        "layout": layout,
         "dtype": str(dtype).removeprefix("torch."),
         "fwd_ms": statistics.median(fwd) * 1e3,
         "fwd_bwd_ms": statistics.median(both) * 1e3,
@@ -138,35 +143,37 @@ def measure(impl, shape, dtype, device, repeats, warmup=2, seed=0):
     }
 
 
-def run_posterior_bench(device="cpu", repeats=20, shapes=SD_SHAPES, dtypes=(torch.float32,), impls=None, warmup=2):
-    """Rows of ``measure`` for every shape, dtype and implementation (diffusers' only when it
-    is installed), with ``speedup_vs_diffusers`` filled in where both were measured."""
+def run_posterior_bench(
+    device="cpu", repeats=20, shapes=SD_SHAPES, dtypes=(torch.float32,), impls=None, warmup=2, layouts=tuple(LAYOUTS)
+):
+    """Rows of ``measure`` for every layout, shape, dtype and implementation (diffusers' only
+    when it is installed), with ``speedup_vs_diffusers`` filled in where both were measured."""
     if impls is None:
         impls = IMPLS if diffusers_available() else IMPLS[1:]
     rows = []
-    for dtype in dtypes:
-        for shape in shapes:
-            group = [measure(impl, tuple(shape), dtype, device, repeats, warmup) for impl in impls]
-            base = next((r for r in group if r["impl"] == "diffusers"), None)
-            for row in group:
-                if base is not None:
-                    row["speedup_vs_diffusers"] = base["fwd_bwd_ms"] / row["fwd_bwd_ms"]
-                    row["fwd_speedup_vs_diffusers"] = base["fwd_ms"] / row["fwd_ms"]
-            rows.extend(group)
+    for dtype, layout, shape in ((d, la, s) for d in dtypes for la in layouts for s in shapes):
+        group = [measure(impl, tuple(shape), dtype, device, repeats, warmup, layout) for impl in impls]
+        base = next((r for r in group if r["impl"] == "diffusers"), None)
+        for row in group:
+            if base is not None:
+                row["speedup_vs_diffusers"] = base["fwd_bwd_ms"] / row["fwd_bwd_ms"]
+                row["fwd_speedup_vs_diffusers"] = base["fwd_ms"] / row["fwd_ms"]
+        rows.extend(group)
     return rows
 
 
 def format_markdown(rows) -> str:
     """A markdown table of run_posterior_bench's rows."""
     lines = [
-        "| latent [B, C, H, W] | dtype | posterior | fwd ms | fwd+bwd ms | vs diffusers | saved for backward |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+        "| latent [B, C, H, W] | moments | dtype | posterior | fwd ms | fwd+bwd ms | vs diffusers "
+        "| saved for backward |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         speedup = row.get("speedup_vs_diffusers")
         lines.append(
-            f"| {'×'.join(map(str, row['shape']))} | {row['dtype']} | {row['impl']} | {row['fwd_ms']:.3g} "
-            f"| {row['fwd_bwd_ms']:.3g} | {'' if speedup is None else f'{speedup:.2f}×'} "
+            f"| {'×'.join(map(str, row['shape']))} | {row['layout']} | {row['dtype']} | {row['impl']} "
+            f"| {row['fwd_ms']:.3g} | {row['fwd_bwd_ms']:.3g} | {'' if speedup is None else f'{speedup:.2f}×'} "
             f"| {row['saved_bytes_per_latent_element']:.3g} B/element |"
         )
     return "\n".join(lines) + "\n"
@@ -213,15 +220,26 @@ def report(rows, device):
     }
 
 
+def _shape(text):
+    shape = tuple(int(n) for n in text.lower().split("x"))
+    if len(shape) != 4:
+        raise argparse.ArgumentTypeError(f"a latent shape is BxCxHxW, got {text!r}")
+    return shape
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m vae_ext.posterior_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--dtype", nargs="+", default=["float32"], choices=sorted(DTYPES))
+    parser.add_argument("--shape", nargs="+", type=_shape, default=list(SD_SHAPES), help="latents BxCxHxW")
+    parser.add_argument("--layout", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
     parser.add_argument("--json", type=Path, help="write the rows and the run's context here")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = parser.parse_args(argv)
-    rows = run_posterior_bench(args.device, args.repeats, dtypes=[DTYPES[d] for d in args.dtype])
+    rows = run_posterior_bench(
+        args.device, args.repeats, dtypes=[DTYPES[d] for d in args.dtype], layouts=args.layout, shapes=args.shape
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report(rows, args.device), indent=1) + "\n")
