@@ -328,6 +328,8 @@ def test_kl_shape_errors():
         kl_divergence(q, DiagonalGaussian(*latent((3, 5), torch.float32)))
     with pytest.raises(ValueError, match="does not broadcast"):
         kl_divergence(q, Normal(torch.zeros(2, 3, 4), 1.0))
+    with pytest.raises(ValueError, match="do not broadcast"):
+        kl_divergence(q, Normal(torch.zeros(5), 1.0))
     with pytest.raises(ValueError, match="does not match"):
         kl_divergence(q, Independent(Normal(torch.zeros(2, 3, 4), 1.0), 1))
     with pytest.raises(ValueError, match="does not match"):

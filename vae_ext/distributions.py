@@ -210,10 +210,17 @@ class DiagonalGaussian(Distribution):
 # --------------------------------------------------------------------------- kl_divergence
 
 
+def _broadcast_shape(*shapes):
+    try:
+        return torch.broadcast_shapes(*shapes)
+    except RuntimeError as error:
+        raise ValueError(f"kl_divergence: parameter shapes {[tuple(s) for s in shapes]} do not broadcast") from error
+
+
 def _as_prior(t, shape):
     """A parameter broadcastable to ``shape`` = [B, *event] as the op's prior argument: a 0-d
     view when it holds one value, [1, *event] when it does not vary over the batch, else full."""
-    if torch.broadcast_shapes(t.shape, shape) != shape:
+    if _broadcast_shape(t.shape, shape) != shape:
         raise ValueError(f"a prior parameter of shape {tuple(t.shape)} does not broadcast to {tuple(shape)}")
     if t.numel() == 1 or (t.numel() > 1 and all(s == 0 for s, n in zip(t.stride(), t.shape) if n > 1)):
         return t.reshape(-1)[0]
@@ -226,7 +233,7 @@ def _as_prior(t, shape):
 def _fused_kl(mu, logvar, prior_mu, prior_logvar, event_dims):
     """Per-sample KL [B] of N(mu, e^logvar) to N(prior_mu, e^prior_logvar), all four broadcast
     to [B, *event] (event_dims trailing dims), in mu's dtype."""
-    shape = torch.broadcast_shapes(mu.shape, logvar.shape, prior_mu.shape, prior_logvar.shape)
+    shape = _broadcast_shape(mu.shape, logvar.shape, prior_mu.shape, prior_logvar.shape)
     if len(shape) != event_dims + 1:
         raise ValueError(
             f"kl_divergence: the parameters broadcast to {tuple(shape)}, which is not one batch "
@@ -265,7 +272,7 @@ def _kl_diagonal_diagonal(p, q):
 
 def _kl_to_normal(p, normal):
     event_dims = len(p.event_shape)
-    shape = torch.broadcast_shapes(p.mu.shape, normal.loc.shape)
+    shape = _broadcast_shape(p.mu.shape, normal.loc.shape)
     if len(shape) != event_dims + 1:
         raise ValueError(
             f"kl_divergence: a Normal of batch_shape {tuple(normal.batch_shape)} does not broadcast to the "
