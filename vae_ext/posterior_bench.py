@@ -192,10 +192,21 @@ def _git_commit():
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _device_name(device):
     if torch.device(device).type == "cuda":
         return torch.cuda.get_device_name()
-    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return f"cpu: {_cpu_model()}, {torch.get_num_threads()} threads"
 
 
 def report(rows, device):
