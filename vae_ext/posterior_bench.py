@@ -4,7 +4,7 @@ against vae_ext's (vae_ext.distributions), at Stable-Diffusion-like latents.
 One step is what a KL-autoencoder training loop does with the posterior: build it from the
 encoder's moments [B, 2C, H, W], ``z = posterior.sample()``, ``kl = posterior.kl()``, then the
 backward of both (random upstream gradients). Reported per implementation and shape: median
-time of the forward and of forward + backward, and the bytes autograd keeps for backward
+and min time of the forward and of forward + backward, and the bytes autograd keeps for backward
 (``torch.autograd.graph.saved_tensors_hooks``; distinct storages, so a view of the moments
 counts once, as the moments).
 
@@ -93,71 +93,82 @@ def saved_bytes(step, moments):
     return total, total - storages.get(moments.untyped_storage().data_ptr(), 0)
 
 
-def _timed(fn, sync, repeats, warmup):
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return times
+class _Case:
+    """One implementation's step on one set of moments, with its upstream gradients."""
+
+    def __init__(self, impl, moments, shape, generator):
+        self.impl, self.moments, self.step = impl, moments, make_step(impl)
+        with torch.no_grad():  # the upstream gradient in z's layout, as a decoder's backward gives it
+            z = self.step(moments)[0]
+        self.grad_z = torch.empty_like(z).copy_(torch.randn(shape, generator=generator, device=moments.device))
+        self.times = {"fwd": [], "fwd_bwd": []}
+
+    def fwd(self):  # with autograd recording, as in training
+        self.step(self.moments)
+
+    def fwd_bwd(self):
+        z, kl = self.step(self.moments)
+        torch.autograd.grad((z, kl), self.moments, (self.grad_z, torch.full_like(kl, 0.5)))
 
 
-def measure(impl, shape, dtype, device, repeats, warmup=2, layout="channels_last", seed=0):
-    """One result row: median forward and forward + backward ms, saved bytes."""
+def measure_group(impls, shape, dtype, device, repeats, warmup=2, layout="channels_last", seed=0):
+    """One row per implementation on the same moments: median and min ms of the forward and of
+    forward + backward, saved bytes. The implementations take turns within each repetition,
+    so load from other processes falls on all of them alike."""
     batch, channels, height, width = shape
     generator = torch.Generator(device=device).manual_seed(seed)
     moments = torch.randn((batch, 2 * channels, height, width), generator=generator, device=device, dtype=dtype)
     moments = moments.contiguous(memory_format=LAYOUTS[layout]).requires_grad_(True)
-    step = make_step(impl)
-    with torch.no_grad():  # the upstream gradient in z's layout, as a decoder's backward gives it
-        grad_z = torch.empty_like(step(moments)[0]).copy_(torch.randn(shape, generator=generator, device=device))
+    cases = [_Case(impl, moments, shape, generator) for impl in impls]
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-
-    def forward():  # with autograd recording, as in training
-        step(moments)
-
-    def forward_backward():
-        z, kl = step(moments)
-        torch.autograd.grad((z, kl), moments, (grad_z, torch.ones_like(kl) * 0.5))
-
-    fwd = _timed(forward, sync, repeats, warmup)
-    both = _timed(forward_backward, sync, repeats, warmup)
-    total, beyond = saved_bytes(step, moments)
+    for repetition in range(warmup + repeats):
+        for case in cases:
+            for phase in ("fwd", "fwd_bwd"):
+                sync()
+                start = time.perf_counter()
+                getattr(case, phase)()
+                sync()
+                if repetition >= warmup:
+                    case.times[phase].append(time.perf_counter() - start)
     latent_elements = batch * channels * height * width
-    return {
-        "impl": impl,
-        "shape": list(shape),
-        "layout": layout,
-        "dtype": str(dtype).removeprefix("torch."),
-        "fwd_ms": statistics.median(fwd) * 1e3,
-        "fwd_bwd_ms": statistics.median(both) * 1e3,
-        "min_fwd_bwd_ms": min(both) * 1e3,
-        "repeats": repeats,
-        "saved_bytes": total,
-        "saved_bytes_beyond_moments": beyond,
-        "saved_bytes_per_latent_element": beyond / latent_elements,
-    }
+    rows = []
+    for case in cases:
+        total, beyond = saved_bytes(case.step, moments)
+        rows.append(
+            {
+                "impl": case.impl,
+                "shape": list(shape),
+                "layout": layout,
+                "dtype": str(dtype).removeprefix("torch."),
+                "fwd_ms": statistics.median(case.times["fwd"]) * 1e3,
+                "fwd_bwd_ms": statistics.median(case.times["fwd_bwd"]) * 1e3,
+                "min_fwd_ms": min(case.times["fwd"]) * 1e3,
+                "min_fwd_bwd_ms": min(case.times["fwd_bwd"]) * 1e3,
+                "repeats": repeats,
+                "saved_bytes": total,
+                "saved_bytes_beyond_moments": beyond,
+                "saved_bytes_per_latent_element": beyond / latent_elements,
+            }
+        )
+    return rows
 
 
 def run_posterior_bench(
     device="cpu", repeats=20, shapes=SD_SHAPES, dtypes=(torch.float32,), impls=None, warmup=2, layouts=tuple(LAYOUTS)
 ):
-    """Rows of ``measure`` for every layout, shape, dtype and implementation (diffusers' only
-    when it is installed), with ``speedup_vs_diffusers`` filled in where both were measured."""
+    """Rows of ``measure_group`` for every layout, shape, dtype and implementation (diffusers'
+    only when it is installed), with speedups over diffusers where both were measured."""
     if impls is None:
         impls = IMPLS if diffusers_available() else IMPLS[1:]
     rows = []
     for dtype, layout, shape in ((d, la, s) for d in dtypes for la in layouts for s in shapes):
-        group = [measure(impl, tuple(shape), dtype, device, repeats, warmup, layout) for impl in impls]
+        group = measure_group(impls, tuple(shape), dtype, device, repeats, warmup, layout)
         base = next((r for r in group if r["impl"] == "diffusers"), None)
         for row in group:
             if base is not None:
                 row["speedup_vs_diffusers"] = base["fwd_bwd_ms"] / row["fwd_bwd_ms"]
                 row["fwd_speedup_vs_diffusers"] = base["fwd_ms"] / row["fwd_ms"]
+                row["min_speedup_vs_diffusers"] = base["min_fwd_bwd_ms"] / row["min_fwd_bwd_ms"]
         rows.extend(group)
     return rows
 
@@ -165,15 +176,16 @@ def run_posterior_bench(
 def format_markdown(rows) -> str:
     """A markdown table of run_posterior_bench's rows."""
     lines = [
-        "| latent [B, C, H, W] | moments | dtype | posterior | fwd ms | fwd+bwd ms | vs diffusers "
-        "| saved for backward |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |",
+        "| latent [B, C, H, W] | moments | dtype | posterior | fwd ms | fwd+bwd ms | fwd+bwd min ms "
+        "| vs diffusers | saved for backward |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         speedup = row.get("speedup_vs_diffusers")
+        speedup = "" if speedup is None else f"{speedup:.2f}×"
         lines.append(
             f"| {'×'.join(map(str, row['shape']))} | {row['layout']} | {row['dtype']} | {row['impl']} "
-            f"| {row['fwd_ms']:.3g} | {row['fwd_bwd_ms']:.3g} | {'' if speedup is None else f'{speedup:.2f}×'} "
+            f"| {row['fwd_ms']:.3g} | {row['fwd_bwd_ms']:.3g} | {row['min_fwd_bwd_ms']:.3g} | {speedup} "
             f"| {row['saved_bytes_per_latent_element']:.3g} B/element |"
         )
     return "\n".join(lines) + "\n"
