@@ -18,7 +18,7 @@ def test_rows_and_saved_bytes():
     assert [r["impl"] for r in rows] == [i for _ in posterior_bench.LAYOUTS for i in impls]
     for row in rows:
         assert row["shape"] == list(SHAPE) and row["dtype"] == "float32"
-        assert row["fwd_ms"] > 0 and row["fwd_bwd_ms"] >= row["min_fwd_bwd_ms"] > 0 and row["cpu_fwd_bwd_ms"] > 0
+        assert row["fwd_ms"] > 0 and row["fwd_bwd_ms"] > 0
         beyond = row["saved_bytes_beyond_moments"]
         # Beyond the moments: the clamped logvar copy (4 B/element) and the 8-byte seed for
         # vae_ext; the seed alone without the clamp; std, var and the randn draw for diffusers.

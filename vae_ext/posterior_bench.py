@@ -102,7 +102,6 @@ class _Case:
             z = self.step(moments)[0]
         self.grad_z = torch.empty_like(z).copy_(torch.randn(shape, generator=generator, device=moments.device))
         self.times = {"fwd": [], "fwd_bwd": []}
-        self.cpu_times = {"fwd": [], "fwd_bwd": []}
 
     def fwd(self):  # with autograd recording, as in training
         self.step(self.moments)
@@ -113,10 +112,9 @@ class _Case:
 
 
 def measure_group(impls, shape, dtype, device, repeats, warmup=2, layout="channels_last", seed=0):
-    """One row per implementation on the same moments: median and min wall ms and median process
-    CPU ms (all threads; less sensitive to other processes on a shared machine) of the forward
-    and of forward + backward, saved bytes. The implementations take turns within each
-    repetition, so load from other processes falls on all of them alike."""
+    """One row per implementation on the same moments: median and min ms of the forward and of
+    forward + backward, saved bytes. The implementations take turns within each repetition,
+    so load from other processes falls on all of them alike."""
     batch, channels, height, width = shape
     generator = torch.Generator(device=device).manual_seed(seed)
     moments = torch.randn((batch, 2 * channels, height, width), generator=generator, device=device, dtype=dtype)
@@ -127,12 +125,11 @@ def measure_group(impls, shape, dtype, device, repeats, warmup=2, layout="channe
         for case in cases:
             for phase in ("fwd", "fwd_bwd"):
                 sync()
-                start, cpu_start = time.perf_counter(), time.process_time()
+                start = time.perf_counter()
                 getattr(case, phase)()
                 sync()
                 if repetition >= warmup:
                     case.times[phase].append(time.perf_counter() - start)
-                    case.cpu_times[phase].append(time.process_time() - cpu_start)
     latent_elements = batch * channels * height * width
     rows = []
     for case in cases:
@@ -147,8 +144,6 @@ def measure_group(impls, shape, dtype, device, repeats, warmup=2, layout="channe
                 "fwd_bwd_ms": statistics.median(case.times["fwd_bwd"]) * 1e3,
                 "min_fwd_ms": min(case.times["fwd"]) * 1e3,
                 "min_fwd_bwd_ms": min(case.times["fwd_bwd"]) * 1e3,
-                "cpu_fwd_ms": statistics.median(case.cpu_times["fwd"]) * 1e3,
-                "cpu_fwd_bwd_ms": statistics.median(case.cpu_times["fwd_bwd"]) * 1e3,
                 "repeats": repeats,
                 "saved_bytes": total,
                 "saved_bytes_beyond_moments": beyond,
@@ -174,7 +169,6 @@ def run_posterior_bench(
                 row["speedup_vs_diffusers"] = base["fwd_bwd_ms"] / row["fwd_bwd_ms"]
                 row["fwd_speedup_vs_diffusers"] = base["fwd_ms"] / row["fwd_ms"]
                 row["min_speedup_vs_diffusers"] = base["min_fwd_bwd_ms"] / row["min_fwd_bwd_ms"]
-                row["cpu_speedup_vs_diffusers"] = base["cpu_fwd_bwd_ms"] / row["cpu_fwd_bwd_ms"]
         rows.extend(group)
     return rows
 
@@ -183,16 +177,15 @@ def format_markdown(rows) -> str:
     """A markdown table of run_posterior_bench's rows."""
     lines = [
         "| latent [B, C, H, W] | moments | dtype | posterior | fwd ms | fwd+bwd ms | fwd+bwd min ms "
-        "| fwd+bwd CPU ms | vs diffusers (CPU ms) | saved for backward |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| vs diffusers | saved for backward |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
-        speedup = row.get("cpu_speedup_vs_diffusers")
+        speedup = row.get("speedup_vs_diffusers")
         speedup = "" if speedup is None else f"{speedup:.2f}×"
         lines.append(
             f"| {'×'.join(map(str, row['shape']))} | {row['layout']} | {row['dtype']} | {row['impl']} "
-            f"| {row['fwd_ms']:.3g} | {row['fwd_bwd_ms']:.3g} | {row['min_fwd_bwd_ms']:.3g} "
-            f"| {row['cpu_fwd_bwd_ms']:.3g} | {speedup} "
+            f"| {row['fwd_ms']:.3g} | {row['fwd_bwd_ms']:.3g} | {row['min_fwd_bwd_ms']:.3g} | {speedup} "
             f"| {row['saved_bytes_per_latent_element']:.3g} B/element |"
         )
     return "\n".join(lines) + "\n"
