@@ -105,29 +105,34 @@ def test_attributes_can_be_assigned_like_diffusers():
 # --------------------------------------------------------------------------- kl
 
 
+# 16 channels: channels_last halves go to the KL op as rows of C (_KL_MIN_CHANNELS); 4: copied.
+KL_SHAPES = ((3, 4, 5, 7), (3, 16, 2, 3))
+
+
+@pytest.mark.parametrize("shape", KL_SHAPES, ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS, ids=layout_id)
 @pytest.mark.parametrize("dtype", (torch.float64, torch.float32, torch.float16, torch.bfloat16), ids=dtype_id)
-def test_kl_matches_diffusers(dtype, layout):
-    shape = (3, 4, 5, 7)
+def test_kl_matches_diffusers(dtype, layout, shape):
     params = moments(shape, dtype, layout=layout, extremes=dtype != torch.float16).requires_grad_(True)
     kl = DiagonalGaussianDistribution(params).kl()
     assert kl.shape == (3,) and kl.dtype == dtype
     grad_kl = randn((3,), dtype, torch.Generator().manual_seed(4), shift=0.5)
     expected, expected_grad = diffusers_grad(lambda p: DiffusersPosterior(p).kl(), params, grad_kl)
+    c = shape[1]
     terms = math.prod(shape[1:])
     torch.testing.assert_close(kl.detach().double(), expected, **tol(dtype, terms))
     (grad,) = torch.autograd.grad(kl, params, grad_kl)
     assert grad.dtype == dtype
     torch.testing.assert_close(grad.double(), expected_grad, **tol(dtype))
-    clamped = (params[:, 4:] < LOGVAR_MIN) | (params[:, 4:] > LOGVAR_MAX)
-    assert not grad[:, 4:][clamped].any()  # the clamp's gradient: zero outside [-30, 20]
+    clamped = (params[:, c:] < LOGVAR_MIN) | (params[:, c:] > LOGVAR_MAX)
+    assert not grad[:, c:][clamped].any()  # the clamp's gradient: zero outside [-30, 20]
     assert clamped.any() == (dtype != torch.float16)
 
 
+@pytest.mark.parametrize("shape", KL_SHAPES, ids=str)
 @pytest.mark.parametrize("other_class", (DiagonalGaussianDistribution, DiffusersPosterior), ids=("ours", "diffusers"))
 @pytest.mark.parametrize("layout", LAYOUTS, ids=layout_id)
-def test_kl_to_another_posterior_matches_diffusers(layout, other_class):
-    shape = (3, 2, 4, 5)
+def test_kl_to_another_posterior_matches_diffusers(layout, other_class, shape):
     params = moments(shape, torch.float64, seed=1, layout=layout, extremes=True).requires_grad_(True)
     other = moments(shape, torch.float64, seed=2, layout=layout).requires_grad_(True)
     kl = DiagonalGaussianDistribution(params).kl(other_class(other))
@@ -225,10 +230,11 @@ def test_sample_with_a_list_of_generators_seeds_each_row():
 @needs_compiled
 def test_sample_and_kl_read_the_halves_in_place(monkeypatch):
     """Contiguous and channels_last moments (the layout AutoencoderKL's encoder produces) go to
-    the ops without a copy: only the logvar clamp (diffusers' own copy) and per-pixel KL sums."""
+    the ops without a copy: only the logvar clamp (diffusers' own copy) and per-pixel KL sums.
+    (With fewer than 16 channels the KL op copies channels_last halves: see _KL_MIN_CHANNELS.)"""
     monkeypatch.setattr(_ops, "ops", _ops.compiled)
     for layout in LAYOUTS:
-        params = moments((4, 4, 8, 8), torch.float32, layout=layout).requires_grad_(True)
+        params = moments((2, 16, 4, 4), torch.float32, layout=layout).requires_grad_(True)
         with torch.profiler.profile(record_shapes=True) as prof:
             posterior = DiagonalGaussianDistribution(params)
             z, kl = posterior.sample(), posterior.kl()

@@ -400,3 +400,18 @@ def test_rsample_reads_channels_last_halves_in_place_with_eps_in_memory_order(ap
     torch.testing.assert_close(z, mu + eps * torch.exp(0.5 * logvar))
     kl = kl_divergence(DiagonalGaussian(mu, logvar), Normal(0.0, 1.0))
     torch.testing.assert_close(kl, kl_divergence(torch_peer(mu, logvar), torch_peer(0 * mu, 0 * logvar)))
+
+
+@pytest.mark.parametrize("prior", ("standard", "scalar", "full"))
+def test_kl_reads_channels_last_halves_as_rows_of_channels(api_backend, prior):
+    h = torch.randn(3, 32, 2, 3, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    mu, logvar = h.chunk(2, dim=1)  # 16 channels: the KL op reads rows of C in place
+    other = torch.randn(3, 32, 2, 3, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    q = {
+        "standard": Normal(0.0, 1.0),
+        "scalar": Normal(torch.tensor(0.5, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)),
+        "full": DiagonalGaussian(*other.chunk(2, dim=1)),
+    }[prior]
+    kl = kl_divergence(DiagonalGaussian(mu, logvar), q)
+    peer_q = torch_peer(*other.chunk(2, dim=1)) if prior == "full" else Independent(q.expand(mu.shape), 3)
+    torch.testing.assert_close(kl, kl_divergence(torch_peer(mu, logvar), peer_q), rtol=1e-12, atol=1e-12)

@@ -24,6 +24,10 @@ _LOG_2PI = math.log(2 * math.pi)
 # diffusers' and latent-diffusion's clamp of the posterior's logvar.
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 _NO_SHAPE = torch.Size()
+# The CPU kernels sum each row's KL in 16 lanes (kLanes in csrc/cpu/kernels_cpu.cpp): on rows
+# of fewer channels that per-row reduction costs more than the op's copy of the two halves.
+# The sampler packs short rows into shared tiles and takes rows of any length.
+_KL_MIN_CHANNELS = 16
 
 
 def _seed(device, generator):
@@ -88,9 +92,10 @@ def _sample(mu, logvar, generator=None):
 
 
 def _kl(mu, logvar, prior_mu=None, prior_logvar=None):
-    """Per-sample KL [B] (compute dtype) through the fused op, channel-innermost latents read
-    in place as rows of C (their per-row KLs summed per sample)."""
-    views = _in_place_views(mu, logvar, prior_mu, prior_logvar)
+    """Per-sample KL [B] (compute dtype) through the fused op, channel-innermost latents with
+    at least _KL_MIN_CHANNELS channels read in place as rows of C (their KLs summed per sample)."""
+    wide = mu.dim() >= 3 and mu.shape[1] >= _KL_MIN_CHANNELS
+    views = _in_place_views(mu, logvar, prior_mu, prior_logvar) if wide else None
     if views is None:
         return gaussian_kl(mu, logvar, prior_mu, prior_logvar, reduction="none")
     return gaussian_kl(*views, reduction="none").view(mu.shape[0], -1).sum(1)
