@@ -5,6 +5,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import _ops, reference
+from .distributions import DiagonalGaussian, DiagonalGaussianDistribution
 from .functional import draw_seed, gaussian_kl, reparameterize, reparameterize_kl
 from .losses import ELBOLoss, ELBOParts
 from .modules import AE, VAE, AEOutput, GaussianLatent, VAEOutput
@@ -34,6 +35,8 @@ __all__ = [
     "AEOutput",
     "ConstantBeta",
     "CyclicalBeta",
+    "DiagonalGaussian",
+    "DiagonalGaussianDistribution",
     "ELBOLoss",
     "ELBOParts",
     "GaussianLatent",

@@ -13,7 +13,9 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.distributions import Independent, Normal
 
+from .distributions import DiagonalGaussian
 from .functional import reparameterize_kl
 from .losses import AE_LOSSES, ELBOLoss, accumulation_dtype, ae_reconstruction_error, check_choice
 
@@ -108,6 +110,22 @@ class GaussianLatent(nn.Module):
         mu, logvar = self.split(h)
         return reparameterize_kl(mu, logvar, eps, *self.prior_params(), generator=generator)
 
+    def posterior(self, h) -> DiagonalGaussian:
+        """q(z|x) from encoder features h as a torch distribution (sample and KL on the fused ops)."""
+        return DiagonalGaussian(*self.split(h))
+
+    def prior(self, *, device=None, dtype=torch.float32) -> Independent:
+        """p(z) as Independent(Normal) over latent_dim, for kl_divergence(self.posterior(h), self.prior())."""
+        if self.prior_kind == "standard":
+            zero = torch.zeros((), device=device, dtype=dtype)
+            loc, scale = zero.expand(self.latent_shape), (zero + 1).expand(self.latent_shape)
+        else:
+            loc, scale = (
+                self.prior_mu.expand(self.latent_shape),
+                torch.exp(0.5 * self.prior_logvar).expand(self.latent_shape),
+            )
+        return Independent(Normal(loc, scale), len(self.latent_shape))
+
     def sample_prior(self, n, *, generator=None, device=None, dtype=torch.float32):
         """n draws from the prior, [n, *latent_dim]."""
         eps = torch.randn((n, *self.latent_shape), generator=generator, device=device, dtype=dtype)
@@ -186,6 +204,15 @@ class VAE(nn.Module):
     def encode(self, x):
         """(mu, logvar) of q(z|x), views of the encoder output."""
         return self.latent.split(self.encoder(x))
+
+    def posterior(self, x) -> DiagonalGaussian:
+        """q(z|x) as a torch distribution; ``forward`` keeps its single fused pass."""
+        return self.latent.posterior(self.encoder(x))
+
+    def prior(self) -> Independent:
+        """p(z) as Independent(Normal), on the model's device and dtype."""
+        ref = self._reference_tensor()
+        return self.latent.prior(device=ref.device, dtype=ref.dtype)
 
     def decode(self, z):
         """Decoder output: logits (Bernoulli) or mean (Gaussian)."""
