@@ -31,19 +31,28 @@ def _prior(p, mu, name):
     raise TypeError(f"{name} must be None, a float or a tensor, got {type(p).__name__}")
 
 
-def draw_seed(device, generator=None) -> torch.Tensor:
+def draw_seed(device: torch.device | str, generator: torch.Generator | None = None) -> torch.Tensor:
     """A fresh 63-bit Philox seed on ``device``, from ``generator`` or the device's default."""
     return torch.empty((), dtype=torch.int64, device=device).random_(generator=generator)
 
 
-def reparameterize(mu, logvar, eps=None, *, generator=None):
+def reparameterize(
+    mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """z = mu + eps * exp(logvar / 2); eps drawn in the kernel when not given."""
     if eps is None:
         return _ops.ops.reparameterize_sampled(mu, logvar, draw_seed(mu.device, generator))
     return _ops.ops.reparameterize(mu, logvar, eps)
 
 
-def gaussian_kl(mu, logvar, prior_mu=None, prior_logvar=None, *, reduction="mean"):
+def gaussian_kl(
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    prior_mu: float | torch.Tensor | None = None,
+    prior_logvar: float | torch.Tensor | None = None,
+    *,
+    reduction: str = "mean",
+) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(prior_mu, exp(prior_logvar))) summed over all non-batch dims.
 
     ``reduction``: "none" gives the per-sample KL [B], "sum" and "mean" reduce over the
@@ -54,7 +63,16 @@ def gaussian_kl(mu, logvar, prior_mu=None, prior_logvar=None, *, reduction="mean
     return _reduce(kl, reduction)
 
 
-def reparameterize_kl(mu, logvar, eps=None, prior_mu=None, prior_logvar=None, *, generator=None, reduction="none"):
+def reparameterize_kl(
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    eps: torch.Tensor | None = None,
+    prior_mu: float | torch.Tensor | None = None,
+    prior_logvar: float | torch.Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    reduction: str = "none",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample z and compute the KL in one pass; returns (z, kl)."""
     _check_reduction(reduction)
     seed = draw_seed(mu.device, generator) if eps is None else None
