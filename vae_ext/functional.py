@@ -1,4 +1,4 @@
-"""The functional API (design.md section 3)."""
+"""The functional API (docs/design.md section 3)."""
 
 from __future__ import annotations
 
