@@ -39,14 +39,15 @@ def wants_log_scale(values: Sequence[float], ratio: float = 20.0) -> bool:
     return bool(positive) and max(positive) / min(positive) > ratio
 
 
-def log_y(ax) -> None:
-    """A log y axis labelled with plain numbers at 1, 2 and 5 times powers of ten (all powers
-    of ten only when the data spans more than three decades)."""
+def log_y(ax, values: Sequence[float]) -> None:
+    """A log y axis labelled with plain numbers: at powers of ten when the data spans more than
+    three decades, at 1, 2 and 5 times them down to one decade, and more finely below that."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.set_yscale("log")
-    low, high = ax.get_ylim()
-    subs = (1.0,) if high / max(low, 1e-300) > 1e3 else (1.0, 2.0, 5.0)
+    positive = [v for v in values if v > 0 and math.isfinite(v)]
+    decades = math.log10(max(positive) / min(positive)) if positive else 0.0
+    subs = (1.0,) if decades > 3 else (1.0, 2.0, 5.0) if decades > 1 else (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
     ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())

@@ -48,7 +48,7 @@ def _per_step_panel(ax, steps: dict, steps_per_epoch: int, is_vae: bool, loss_na
         ax.plot(x, _smooth(ys, window), color=color, linewidth=1.6, label=f"{label} (mean of {window} steps)")
         values += ys
     if plotting.wants_log_scale(values):
-        plotting.log_y(ax)
+        plotting.log_y(ax, values)
     for epoch_end in range(steps_per_epoch, n, steps_per_epoch):
         ax.axvline(epoch_end + 0.5, color="0.55", linewidth=0.8, linestyle="--", zorder=0)
     ax.set_xlim(0.5, n + 0.5)
@@ -86,7 +86,7 @@ def _per_epoch_panel(ax, epochs: list[dict], is_vae: bool) -> None:
         ax.plot(x, ys, style, color=plotting.COLORS[key], marker="o", markersize=3, linewidth=1.4, label=label)
         values += ys
     if plotting.wants_log_scale(values, ratio=3.0):
-        plotting.log_y(ax)
+        plotting.log_y(ax, values)
     ax.xaxis.set_major_locator(_integer_locator())
     ax.set_xlim(0.5, max(x) + 0.5)
     ax.set_xlabel("epoch")
