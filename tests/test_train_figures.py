@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from vae_ext import plotting
 from vae_ext.train import figures, progress
 
 matplotlib = pytest.importorskip("matplotlib")
@@ -72,16 +73,19 @@ def test_reconstructions_label_originals_and_reconstructions(tmp_path):
     originals = torch.rand(16, 1, 6, 5)
     figure = figures.reconstructions(tmp_path / "r.png", originals, 1 - originals)
     assert [ax.get_ylabel() for ax in figure.axes] == ["original", "reconstruction"] * 2
-    # The first strip is the first 8 originals, 2 px apart, at their pixel values.
+    # The first strip is the first 8 originals, 1 px apart (small images), at their pixel values.
     strip = torch.as_tensor(figure.axes[0].get_images()[0].get_array())
-    torch.testing.assert_close(strip[2:8, 2:7].float(), originals[0, 0])
-    torch.testing.assert_close(torch.as_tensor(figure.axes[1].get_images()[0].get_array())[2:8, 2:7].float(),
+    assert strip.shape == (1 + 6 + 1, 1 + 8 * (5 + 1))
+    torch.testing.assert_close(strip[1:7, 1:6].float(), originals[0, 0])
+    torch.testing.assert_close(strip[1:7, 7:12].float(), originals[1, 0])
+    torch.testing.assert_close(torch.as_tensor(figure.axes[1].get_images()[0].get_array())[1:7, 1:6].float(),
                                1 - originals[0, 0])  # fmt: skip
 
 
 def test_samples_and_traversal_and_scatter(tmp_path):
     figure = figures.samples(tmp_path / "s.png", torch.rand(64, 3, 4, 4), "draws")
-    assert figure.axes[0].get_images()[0].get_array().shape == (2 + 8 * 6, 2 + 8 * 6, 3)  # RGB kept
+    assert figure.axes[0].get_images()[0].get_array().shape == (1 + 8 * 5, 1 + 8 * 5, 3)  # RGB kept
+    assert plotting.tile(torch.zeros(3, 32, 32), ncol=2).shape == (2 + 2 * 34, 2 + 2 * 34)
     rows = [(f"z{k}", torch.rand(5, 1, 4, 4)) for k in range(3)]
     figure = figures.latent_traversal(tmp_path / "t.png", rows, [-2, -1, 0, 1, 2], "z_k")
     assert [ax.get_ylabel() for ax in figure.axes] == ["z0", "z1", "z2"]

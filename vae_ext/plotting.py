@@ -61,9 +61,11 @@ def to_display(images: torch.Tensor) -> torch.Tensor:
     return images[:, 0] if images.shape[1] == 1 else images.permute(0, 2, 3, 1)
 
 
-def tile(images: torch.Tensor, ncol: int, pad: int = 2, pad_value: float = 0.35) -> torch.Tensor:
-    """One picture of ``images`` ([N, H, W] or [N, H, W, 3]) in rows of ``ncol``, ``pad`` px apart."""
+def tile(images: torch.Tensor, ncol: int, pad: int | None = None, pad_value: float = 0.35) -> torch.Tensor:
+    """One picture of ``images`` ([N, H, W] or [N, H, W, 3]) in rows of ``ncol``, ``pad`` px apart
+    (default: a sixteenth of the image side, at least 1)."""
     n, h, w = images.shape[:3]
+    pad = max(1, round(min(h, w) / 16)) if pad is None else pad
     ncol = max(1, min(ncol, n))
     nrow = math.ceil(n / ncol)
     shape = (pad + nrow * (h + pad), pad + ncol * (w + pad), *images.shape[3:])
