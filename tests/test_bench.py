@@ -302,6 +302,7 @@ def test_plot_of_a_result_file(tmp_path, capsys):
     figure = plot_report(json.loads(path.read_text()), "reparameterize_kl", tmp_path / "q.png")
     assert len(figure.axes) == 2 * 2  # passes x (dtype, eps) columns
     lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == ["eager", "vae_ext", "copy"]
     assert set(lines) == {"eager", "vae_ext", "copy"}
     assert list(lines["vae_ext"].get_xdata()) == [32, 1024]  # by element count
     assert bench.main(["--table", str(path), "--plot", str(tmp_path / "r.png"), "--plot-op", "gaussian_kl"]) == 1

@@ -31,17 +31,19 @@ def series(results: list[dict], impl: str, op: str, pass_name: str, dtype: str, 
 
 
 def _panel(ax, results, op, pass_name, dtype, eps):
+    values = []
     for impl in IMPLS:
         points = series(results, impl, op, pass_name, dtype, eps)
         if points:
             style = "--" if impl == "copy" else "-"
             ax.plot(*zip(*points), style, marker=MARKERS[impl], color=plotting.IMPL_COLORS[impl], label=impl, ms=4)
+            values += [gbps for _, gbps in points]
     ax.set_xscale("log")
-    ax.set_yscale("log")
+    plotting.log_y(ax, values)
     ax.set_title(f"{pass_name}, {dtype}, eps {eps}", fontsize=9)
     ax.set_xlabel("elements N", fontsize=8)
-    ax.set_ylabel("GB/s (model bytes / median time)", fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
+    ax.set_ylabel("GB/s", fontsize=8)
+    ax.grid(True, which="major", alpha=0.3)
 
 
 def plot_report(report: dict, op: str, path) -> object:
@@ -55,7 +57,10 @@ def plot_report(report: dict, op: str, path) -> object:
     for i, pass_name in enumerate(passes):
         for j, (dtype, eps) in enumerate(columns):
             _panel(axes[i][j], results, op, pass_name, dtype, eps)
-    axes[0][0].legend(fontsize=8)
-    figure.suptitle(f"{op}: {report['device']}, commit {report['commit'][:12]}", fontsize=10)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=9)
+    figure.suptitle(
+        f"{op}: GB/s = model bytes / median time\n{report['device']}, commit {report['commit'][:12]}", fontsize=10
+    )
     plotting.save(figure, path)
     return figure
