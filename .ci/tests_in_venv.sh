@@ -25,11 +25,11 @@ if ! (cd /tmp && "$py" -c "import vae_ext._C") 2>/dev/null; then
   echo "no compiled vae_ext in $venv: building the CPU kernels"
   (cd "$work" && VAE_EXT_NO_CUDA=1 "${pip[@]}" install --no-build-isolation --no-deps .)
 fi
-# The test requirements are the project's [test] extra (pyproject.toml), installed by name.
+# The test requirements are the project's [train] and [test] extras (pyproject.toml), by name.
 mapfile -t requirements < <("$py" -c "
 import tomllib
-for r in tomllib.load(open('$work/pyproject.toml', 'rb'))['project']['optional-dependencies']['test']:
-    print(r)")
+extras = tomllib.load(open('$work/pyproject.toml', 'rb'))['project']['optional-dependencies']
+print('\n'.join(extras['train'] + extras['test']))")
 "${pip[@]}" install "${requirements[@]}"
 rm -rf "$work/vae_ext"  # the installed package, not the copied sources, is under test
 cd "$work"

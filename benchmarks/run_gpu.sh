@@ -74,8 +74,8 @@ run_bench() {
     --json "$OUT/bench-cuda.json" 2>&1 | tee "$OUT/bench-cuda.log" | grep -v '^\[' ||
     fail "benchmark (see bench-cuda.log)"
   if [ -f "$OUT/bench-cuda.json" ]; then
-    "$PYTHON" -m vae_ext bench --table "$OUT/bench-cuda.json" >"$OUT/bench-cuda.md" || fail "markdown table"
-    "$PYTHON" benchmarks/plot.py "$OUT/bench-cuda.json" -o "$OUT/bench-cuda.png" || fail "plot"
+    "$PYTHON" -m vae_ext bench --table "$OUT/bench-cuda.json" --plot "$OUT/bench-cuda.png" >"$OUT/bench-cuda.md" ||
+      fail "markdown table or plot"
   fi
 }
 

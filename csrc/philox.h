@@ -1,6 +1,6 @@
 // Philox4x32-10 counter-based generator and the normal sampler built on it.
 //
-// Contract (design.md section 4): element i of a tensor draws normal (i & 3) of the
+// Contract (docs/design.md section 4): element i of a tensor draws normal (i & 3) of the
 // Philox block with counter (i >> 2, 0) and key = the 64-bit seed. One block gives four
 // uniforms u0..u3 and, by Box-Muller, normals (u0, u1) -> n0, n1 and (u2, u3) -> n2, n3.
 //

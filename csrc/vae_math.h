@@ -1,4 +1,4 @@
-// Per-element Gaussian KL, reparameterization and their gradients (design.md section 2),
+// Per-element Gaussian KL, reparameterization and their gradients (docs/design.md section 2),
 // shared by the CPU and CUDA kernels. T is the compute type: float for float, half and
 // bfloat16 inputs, double for double.
 #pragma once

@@ -143,7 +143,7 @@ def z_formula(mu, logvar, eps):
 
 
 def kl_formula(mu, logvar, prior_mu=None, prior_logvar=None):
-    """Per-sample KL from the textbook formula (design.md section 2), in the inputs' dtype."""
+    """Per-sample KL from the textbook formula (docs/design.md section 2), in the inputs' dtype."""
     pmu = torch.zeros((), dtype=mu.dtype) if prior_mu is None else prior_mu
     plv = torch.zeros((), dtype=mu.dtype) if prior_logvar is None else prior_logvar
     d = mu - pmu

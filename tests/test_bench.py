@@ -1,4 +1,4 @@
-"""The benchmark harness (vae_ext.bench): byte model, the timed functions, the CLI and its JSON."""
+"""The benchmark harness (vae_ext.bench): byte model, the timed functions, timers, the CLI, its JSON and plot."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import torch
 
 import vae_ext
 from vae_ext import bench
+from vae_ext.bench import timing
+from vae_ext.bench.suites.latent import eager_reparameterize_kl
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 needs_pytest_benchmark = pytest.mark.skipif(
@@ -72,13 +74,13 @@ def test_eager_and_vae_ext_compute_the_same(op, shape):
     grads = {"z": torch.randn(shape, generator=generator, dtype=torch.float64)}
     grads["kl"] = torch.randn(shape[:1], generator=generator, dtype=torch.float64)
     results = []
-    for functions in (bench.EAGER, bench.VAE_EXT):
+    for function in (bench.OPS[op].eager, bench.OPS[op].vae_ext):
         leaves = (mu.clone().requires_grad_(), logvar.clone().requires_grad_())
-        outputs = functions[op](*leaves, eps)
-        output_grads = [grads[name] for name in bench.OUTPUTS[op]]
+        outputs = function(*leaves, eps)
+        output_grads = [grads[name] for name in bench.OPS[op].outputs]
         results.append([*outputs, *torch.autograd.grad(outputs, leaves, output_grads)])
     eager, ours = results
-    assert len(eager) == len(ours) == len(bench.OUTPUTS[op]) + 2
+    assert len(eager) == len(ours) == len(bench.OPS[op].outputs) + 2
     for expected, actual in zip(eager, ours):
         torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
 
@@ -97,7 +99,7 @@ def test_benchmark_fixture_vae_ext_fwd_bwd(benchmark):
 
     grad_mu, grad_logvar = benchmark(fwd_bwd)
     leaves = (mu.detach().double().requires_grad_(), logvar.detach().double().requires_grad_())
-    outputs = bench.eager_reparameterize_kl(*leaves, eps.double())
+    outputs = eager_reparameterize_kl(*leaves, eps.double())
     expected = torch.autograd.grad(outputs, leaves, (grad_z.double(), grad_kl.double()))
     torch.testing.assert_close(grad_mu.double(), expected[0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad_logvar.double(), expected[1], rtol=1e-5, atol=1e-6)
@@ -117,7 +119,13 @@ def test_cli_quick_run_writes_the_result_json(tmp_path, capsys):
     assert report["commit"] == "unknown" or len(report["commit"]) == 40
     results = report["results"]
     assert all(RESULT_KEYS <= row.keys() and "error" not in row for row in results)
-    assert all(row["median_ms"] > 0 and row["repetitions"] == 2 for row in results)
+    # CPU rows are timed in blocks of calls (torch.utils.benchmark): whole blocks, at least --repeats calls.
+    assert all(row["median_ms"] > 0 and row["repetitions"] >= 2 for row in results)
+    assert all(row["repetitions"] >= row["block_calls"] >= 1 for row in results)
+    assert report["timing"]["method"].startswith("torch.utils.benchmark")
+    assert report["bytes_model"]["reparameterize_kl"] == {"fwd": 3, "bwd": 5} and report["bytes_model"]["copy"] == {
+        "fwd": 2
+    }
 
     shapes = [[128, 32], [4096, 256]]
     cases = {(r["op"], r["pass"], r["eps"], r["dtype"], tuple(r["shape"])) for r in results if r["impl"] != "copy"}
@@ -250,3 +258,52 @@ def test_cli_cuda_run(tmp_path, capsys):
     assert report["cuda"] == torch.version.cuda
     assert all("error" not in r and r["median_ms"] > 0 for r in report["results"])
     assert math.prod(find_row(report["results"], impl="copy", dtype="float32")["shape"]) == 256 * 64
+
+
+# --------------------------------------------------------------------------- timers, suites and the plot
+
+
+def test_cpu_timer_counts_the_calls_it_times():
+    calls = []
+    settings = timing.TimingSettings(warmup=2, min_repeats=3, max_repeats=50, min_time=0.0)
+    result = timing.CpuTimer(threads=1).measure(lambda: calls.append(1), settings)
+    assert result.calls >= 3 and len(result.times) * result.block_calls >= result.calls >= len(result.times)
+    # The untimed first call, the warm-up and the block sizing run on top of the timed calls.
+    assert len(calls) >= 1 + 2 + result.calls
+    assert all(t > 0 for t in result.times) and result.median_s > 0 and result.first_call_s > 0
+
+
+@needs_cuda
+def test_cuda_timer_times_each_call():
+    x = torch.randn(1 << 20, device="cuda")
+    settings = timing.TimingSettings(warmup=2, min_repeats=4, max_repeats=4, min_time=0.0)
+    result = timing.CudaTimer().measure(lambda: x.mul_(1.0), settings)
+    assert result.calls == len(result.times) == 4 and result.block_calls == 1 and result.median_s > 0
+
+
+def test_ops_by_suite_and_all(tmp_path, capsys):
+    assert bench.suites()["latent"] == ("reparameterize_kl", "reparameterize", "gaussian_kl")
+    path = tmp_path / "result.json"
+    argv = ["--sizes", "4x3", "--dtypes", "float32", "--ops", "latent", "--passes", "fwd", "--eps", "given"]
+    assert run_cli([*argv, "--impls", "vae_ext", "--json", str(path), *TINY_TIMING], capsys)[0] == 0
+    assert [r["op"] for r in json.loads(path.read_text())["results"]] == list(bench.suites()["latent"])
+    with pytest.raises(ValueError, match="reserved name"):
+        bench.register(bench.OPS["reparameterize"].__class__("all", "x", ("z",), None, None, {"fwd": 1, "bwd": 1}))
+
+
+def test_plot_of_a_result_file(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from vae_ext.bench.plot import plot_report
+
+    path = tmp_path / "result.json"
+    argv = ["--sizes", "8x4,64x16", "--dtypes", "float32", "--passes", "fwd,bwd", "--impls", "eager,vae_ext,copy"]
+    assert run_cli([*argv, "--json", str(path), "--plot", str(tmp_path / "p.png"), *TINY_TIMING], capsys)[0] == 0
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+    figure = plot_report(json.loads(path.read_text()), "reparameterize_kl", tmp_path / "q.png")
+    assert len(figure.axes) == 2 * 2  # passes x (dtype, eps) columns
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == ["eager", "vae_ext", "copy"]
+    assert set(lines) == {"eager", "vae_ext", "copy"}
+    assert list(lines["vae_ext"].get_xdata()) == [32, 1024]  # by element count
+    assert bench.main(["--table", str(path), "--plot", str(tmp_path / "r.png"), "--plot-op", "gaussian_kl"]) == 1
+    assert "no rows of op 'gaussian_kl'" in capsys.readouterr().err

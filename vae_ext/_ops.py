@@ -261,11 +261,9 @@ fallback = _autograd_functions(reference, "Fallback", False)
 fallback_for_functorch = _autograd_functions(reference, "FallbackForFunctorch", True)
 
 if compiled is None and not FORCE_FALLBACK:
-    warnings.warn(
-        f"vae_ext: compiled kernels unavailable ({_import_error}); using the pure-PyTorch fallback",
-        RuntimeWarning,
-        stacklevel=2,
-    )
+    from ._build_hint import missing_kernels_message
+
+    warnings.warn(missing_kernels_message(_import_error), RuntimeWarning, stacklevel=2)
 
 ops = fallback if (FORCE_FALLBACK or compiled is None) else compiled
 

@@ -1,4 +1,4 @@
-"""The functional API (design.md section 3)."""
+"""The functional API (docs/design.md section 3)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ _GENERATOR_UNDER_COMPILE = (
 _randint_seed_from_generator = torch.compiler.disable(_randint_seed, reason=_GENERATOR_UNDER_COMPILE)
 
 
-def draw_seed(device, generator=None) -> torch.Tensor:
+def draw_seed(device: torch.device | str, generator: torch.Generator | None = None) -> torch.Tensor:
     """A fresh Philox seed in [0, 2^63 - 1) on ``device``: ``torch.randint`` from ``generator``
     or the device's default generator.
 
@@ -56,7 +56,9 @@ def draw_seed(device, generator=None) -> torch.Tensor:
     return _randint_seed_from_generator(device, generator)
 
 
-def reparameterize(mu, logvar, eps=None, *, generator=None):
+def reparameterize(
+    mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """z = mu + eps * exp(logvar / 2); eps drawn in the kernel when not given."""
     ops = _ops.active()
     if eps is None:
@@ -64,7 +66,14 @@ def reparameterize(mu, logvar, eps=None, *, generator=None):
     return ops.reparameterize(mu, logvar, eps)
 
 
-def gaussian_kl(mu, logvar, prior_mu=None, prior_logvar=None, *, reduction="mean"):
+def gaussian_kl(
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    prior_mu: float | torch.Tensor | None = None,
+    prior_logvar: float | torch.Tensor | None = None,
+    *,
+    reduction: str = "mean",
+) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(prior_mu, exp(prior_logvar))) summed over all non-batch dims.
 
     ``reduction``: "none" gives the per-sample KL [B], "sum" and "mean" reduce over the
@@ -77,7 +86,16 @@ def gaussian_kl(mu, logvar, prior_mu=None, prior_logvar=None, *, reduction="mean
     return _reduce(kl, reduction)
 
 
-def reparameterize_kl(mu, logvar, eps=None, prior_mu=None, prior_logvar=None, *, generator=None, reduction="none"):
+def reparameterize_kl(
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    eps: torch.Tensor | None = None,
+    prior_mu: float | torch.Tensor | None = None,
+    prior_logvar: float | torch.Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    reduction: str = "none",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample z and compute the KL in one pass; returns (z, kl)."""
     _check_reduction(reduction)
     seed = draw_seed(mu.device, generator) if eps is None else None

@@ -158,14 +158,14 @@ class ELBOLoss(nn.Module):
 
     def __init__(
         self,
-        likelihood="bernoulli",
-        beta=1.0,
-        free_bits=0.0,
-        reduction="mean",
+        likelihood: str = "bernoulli",
+        beta: float = 1.0,
+        free_bits: float = 0.0,
+        reduction: str = "mean",
         *,
-        obs_logvar=0.0,
-        learn_obs_logvar=False,
-    ):
+        obs_logvar: float | torch.Tensor = 0.0,
+        learn_obs_logvar: bool = False,
+    ) -> None:
         super().__init__()
         self.likelihood = check_choice(likelihood, LIKELIHOODS, "likelihood")
         self.reduction = check_choice(reduction, REDUCTIONS, "reduction")
@@ -192,14 +192,25 @@ class ELBOLoss(nn.Module):
         return self._beta
 
     @beta.setter
-    def beta(self, value):
+    def beta(self, value: float) -> None:
         self._beta = check_non_negative(value, "beta")
 
     def reconstruction(self, x_hat, x) -> torch.Tensor:
         """Per-sample reconstruction NLL [B]."""
         return reconstruction_nll(x_hat, x, self.likelihood, self.obs_logvar)
 
-    def forward(self, x_hat, x, mu, logvar, prior_mu=None, prior_logvar=None, *, kl=None, return_parts=False):
+    def forward(
+        self,
+        x_hat: torch.Tensor,
+        x: torch.Tensor,
+        mu: torch.Tensor,
+        logvar: torch.Tensor,
+        prior_mu: float | torch.Tensor | None = None,
+        prior_logvar: float | torch.Tensor | None = None,
+        *,
+        kl: torch.Tensor | None = None,
+        return_parts: bool = False,
+    ) -> torch.Tensor | ELBOParts:
         recon = self.reconstruction(x_hat, x)
         if self.free_bits > 0:
             parts = self._free_bits_parts(recon, mu, logvar, prior_mu, prior_logvar)

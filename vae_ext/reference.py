@@ -3,7 +3,7 @@
 Each function here has the signature and semantics of the op of the same name in
 ``torch.ops.vae_ext`` (schemas in csrc/ops.cpp). The sampler reproduces csrc/philox.h step
 for step in float32 tensor ops, so its ε is bit-identical to the compiled kernels'. The KL
-and gradients follow design.md section 2, computed in float32 for half inputs.
+and gradients follow docs/design.md section 2, computed in float32 for half inputs.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def normals(seed, n: int, device=None, start: int = 0) -> torch.Tensor:
 
 
 def sample_eps(seed: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """ε for a tensor shaped like ``like`` (design.md section 4), in like's compute dtype
+    """ε for a tensor shaped like ``like`` (docs/design.md section 4), in like's compute dtype
     (float32 for half types, as the kernels use it; float64 for float64)."""
     eps = normals(seed, like.numel(), device=like.device)
     return eps.reshape(like.shape).to(_compute(like).dtype)
@@ -214,7 +214,7 @@ def expm1_minus_x(x):
 
 
 def kl_elementwise(mu, logvar, prior_mu=None, prior_logvar=None):
-    """Per-element KL in the compute dtype, stable form of design.md section 2."""
+    """Per-element KL in the compute dtype, stable form of docs/design.md section 2."""
     m, lv = _compute(mu), _compute(logvar)
     if prior_mu is None and prior_logvar is None:
         return 0.5 * (m * m + expm1_minus_x(lv))

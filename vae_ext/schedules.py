@@ -24,7 +24,7 @@ def _check_steps(value, name):
 
 
 class ConstantBeta:
-    def __init__(self, beta=1.0):
+    def __init__(self, beta: float = 1.0) -> None:
         self.beta = check_non_negative(beta, "beta")
 
     def __call__(self, step: int) -> float:
@@ -35,7 +35,7 @@ class ConstantBeta:
 
 
 class LinearWarmup:
-    def __init__(self, beta=1.0, warmup_steps=1000):
+    def __init__(self, beta: float = 1.0, warmup_steps: int = 1000) -> None:
         self.beta = check_non_negative(beta, "beta")
         self.warmup_steps = _check_steps(warmup_steps, "warmup_steps")
 
@@ -47,7 +47,7 @@ class LinearWarmup:
 
 
 class CyclicalBeta:
-    def __init__(self, beta=1.0, cycle_steps=1000, ramp_fraction=0.5):
+    def __init__(self, beta: float = 1.0, cycle_steps: int = 1000, ramp_fraction: float = 0.5) -> None:
         self.beta = check_non_negative(beta, "beta")
         self.cycle_steps = _check_steps(cycle_steps, "cycle_steps")
         if not 0.0 < ramp_fraction <= 1.0:
@@ -62,7 +62,15 @@ class CyclicalBeta:
         return f"CyclicalBeta(beta={self.beta}, cycle_steps={self.cycle_steps}, ramp_fraction={self.ramp_fraction})"
 
 
-def make_beta_schedule(kind, beta, total_steps, *, warmup_fraction=0.25, cycles=4, ramp_fraction=0.5):
+def make_beta_schedule(
+    kind: str,
+    beta: float,
+    total_steps: int,
+    *,
+    warmup_fraction: float = 0.25,
+    cycles: int = 4,
+    ramp_fraction: float = 0.5,
+) -> ConstantBeta | LinearWarmup | CyclicalBeta:
     """The schedule the command line names: "none", "linear" (warm-up over warmup_fraction of
     total_steps) or "cyclical" (``cycles`` cycles over total_steps)."""
     total_steps = max(int(total_steps), 1)
