@@ -1,4 +1,4 @@
-"""The posterior benchmark (vae_ext.posterior_bench): rows, saved-bytes counts, table and CLI."""
+"""The posterior benchmark (vae_ext.bench.posterior, python -m vae_ext bench posterior): rows, saved-bytes counts, table and CLI."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from vae_ext import posterior_bench
+from vae_ext.bench import posterior as posterior_bench
 
 SHAPE = (2, 4, 6, 6)
 N = 2 * 4 * 6 * 6  # latent elements

@@ -154,3 +154,29 @@ def test_bad_command_lines(tmp_path, capsys):
     ):
         with pytest.raises(SystemExit):
             train.main(argv)
+
+
+def test_compile_option_compiles_the_model_and_trains(tmp_path):
+    """--compile: the model runs under torch.compile; with the same seed two runs agree."""
+    options = ["--epochs", "2", "--quiet", "--limit", "320", "--iwae-k", "0", "--compile"]
+    code, out = _run(tmp_path, *options, name="a")
+    assert code == 0
+    metrics = _metrics(out)
+    losses = metrics["step_losses"]
+    assert all(math.isfinite(v) for v in losses)
+    assert metrics["epochs"][1]["train_loss"] < metrics["epochs"][0]["train_loss"]
+    code, again = _run(tmp_path, *options, name="b")
+    assert code == 0 and _metrics(again)["step_losses"] == pytest.approx(losses, rel=1e-5)
+
+
+def test_trainer_compiles_the_model_only_with_the_option():
+    from vae_ext.train.loop import Trainer
+
+    class Procs:
+        device, world_size, rank = torch.device("cpu"), 1, 0
+
+    model = torch.nn.Linear(2, 2)
+    for flag, compiled in ((False, False), (True, True)):
+        args = train.parse_args([*QUICK, "--model", "ae"] + (["--compile"] if flag else []))
+        trainer = Trainer(args, Procs(), model, torch.zeros(4, 2))
+        assert (trainer.compiled is not None) == compiled

@@ -40,7 +40,6 @@ _GENERATOR_UNDER_COMPILE = (
     "Omit generator= inside compiled code: ε then comes from the default generator with no break, "
     "reproducible under torch.manual_seed"
 )
-_randint_seed_from_generator = torch.compiler.disable(_randint_seed, reason=_GENERATOR_UNDER_COMPILE)
 
 
 def draw_seed(device: torch.device | str, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -51,9 +50,10 @@ def draw_seed(device: torch.device | str, generator: torch.Generator | None = No
     by ``vmap(randomness=...)``; a user generator is a graph break under torch.compile. See
     docs/design.md, "Randomness", for how eager and compiled streams relate.
     """
-    if generator is None:
-        return _randint_seed(device, None)
-    return _randint_seed_from_generator(device, generator)
+    if generator is not None and torch.compiler.is_compiling():
+        # Only under tracing, where torch._dynamo is loaded already (importing it costs seconds).
+        torch._dynamo.graph_break(_GENERATOR_UNDER_COMPILE)
+    return _randint_seed(device, generator)
 
 
 def reparameterize(

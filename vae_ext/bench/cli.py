@@ -21,7 +21,11 @@ DESCRIPTION = "Time eager PyTorch, torch.compile and vae_ext against a device co
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m vae_ext bench", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(
+        prog="python -m vae_ext bench",
+        description=DESCRIPTION,
+        epilog="'python -m vae_ext bench posterior --help': the diffusers posterior benchmark.",
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(
         "--sizes", default="quick", help="quick, full, gpu, or shapes like 128x32,64x16x64x64 (default quick)"
@@ -115,7 +119,16 @@ def _plot(report, args) -> int:
 
 
 def main(argv=None) -> int:
-    """Runs the bench command; 0, 1 when an eager / vae_ext / copy row (or the plot) failed, 2 for bad arguments."""
+    """Runs the bench command; 0, 1 when an eager / vae_ext / copy row (or the plot) failed, 2 for bad arguments.
+
+    ``bench posterior ...`` runs the posterior benchmark instead (diffusers' DiagonalGaussianDistribution
+    against vae_ext's: time and bytes saved for backward; bench/posterior.py).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["posterior"]:
+        from .posterior import main as posterior_main
+
+        return posterior_main(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -54,6 +54,11 @@ def build_parser(prog: str = "python -m vae_ext train") -> argparse.ArgumentPars
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (None: torch's choice)")
     p.add_argument("--amp", choices=tuple(AMP_DTYPES), default="none", help="autocast dtype")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model (ε then comes from torch's default generator, seeded by --seed)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seeds the data, the model and the sampling")
     p.add_argument("--iwae-k", type=int, default=64, help="importance samples for the test log p(x) (0: skip)")
     p.add_argument("--iwae-samples", type=int, default=500, help="test images for the log p(x) estimate")

@@ -53,6 +53,12 @@ class Trainer:
         self.args, self.procs = args, procs
         self.is_vae = args.model == "vae"
         self.model = model
+        # Compiled, the forward draws ε from the default generator: a user generator= would be
+        # a graph break in every step (docs/design.md section 4).
+        self.compiled = None
+        if args.compile:
+            torch.manual_seed(args.seed * 65536 + procs.rank)
+            self.compiled = torch.compile(model)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
         self.amp_dtype = AMP_DTYPES[args.amp]
         self.scaler = torch.amp.GradScaler(procs.device.type, enabled=self.amp_dtype == torch.float16)
@@ -67,6 +73,8 @@ class Trainer:
         self.steps = {"loss": [], "recon": [], "kl": [], "beta": []}  # per optimizer step, this process
 
     def _forward(self, model, x, generator):
+        if self.compiled is not None and model is self.model:
+            return self.compiled(x)
         return model(x, generator=generator) if self.is_vae else model(x)
 
     def train_epoch(self, epoch: int, progress) -> torch.Tensor:

@@ -251,7 +251,7 @@ def _shape(text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m vae_ext.posterior_bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m vae_ext bench posterior", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--dtype", nargs="+", default=["float32"], choices=sorted(DTYPES))
