@@ -1,4 +1,4 @@
-"""The posterior benchmark (vae_ext.bench.posterior, python -m vae_ext bench posterior): rows, saved-bytes counts, table and CLI."""
+"""The posterior benchmark (vae_ext.bench.posterior, `bench posterior`): rows, saved bytes, table and CLI."""
 
 from __future__ import annotations
 
