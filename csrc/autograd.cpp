@@ -158,7 +158,8 @@ std::tuple<Tensor, Tensor> reparameterize_kl(const Tensor& mu, const Tensor& log
                                              const OptTensor& eps, const OptTensor& seed,
                                              const OptTensor& prior_mu,
                                              const OptTensor& prior_logvar) {
-  TORCH_CHECK_VALUE(eps.has_value() != seed.has_value(),
+  // Both given is refused by the op itself (op_front.h check_inputs), as on every path.
+  TORCH_CHECK_VALUE(eps.has_value() || seed.has_value(),
                     "reparameterize_kl: pass exactly one of eps and seed");
   const auto out = ReparameterizeKl::apply(mu, logvar, eps, seed, prior_mu, prior_logvar);
   return {out[0], out[1]};
