@@ -46,8 +46,9 @@ VAE_HD T sum_lanes(const T* c) {
 // 2^kDepth - 1 pushes.
 template <typename T, int kDepth>
 struct PairwiseSum {
+  static_assert(kDepth <= 32, "count is 32 bits");
   T level[kDepth];
-  uint64_t count = 0;
+  uint32_t count = 0;
 
   VAE_HD_MEMBER void push(T s) {
 #if defined(__CUDA_ARCH__)
@@ -91,7 +92,7 @@ struct PairwiseSum {
 // The definition above, one term at a time: the oracle of the native tests.
 template <typename T>
 T row_sum_reference(const T* terms, int64_t n) {
-  PairwiseSum<T, 60> leaves;
+  PairwiseSum<T, 32> leaves;
   for (int64_t f = 0; f * kSumLeaf < n; ++f) {
     T rows[kSumLeafRows][kSumLanes];
     for (int r = 0; r < kSumLeafRows; ++r) {

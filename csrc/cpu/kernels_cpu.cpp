@@ -224,7 +224,7 @@ VAE_INLINE void forward_rows(const ForwardView<S>& v, int64_t b0, int64_t b1) {
   }
   alignas(64) T m_buf[kChunk], l_buf[kChunk], e_buf[kChunk], pm_buf[kChunk], pl_buf[kChunk];
   alignas(64) T z_buf[kChunk], kl_buf[kChunk];
-  PairwiseSum<T, 56> row_kl;
+  PairwiseSum<T, 32> row_kl;  // rows up to 2^39 elements
   const bool sample = kZ && v.sampled;
   for_each_tile<T>(v.cols, b0, b1, sample, v.key,
                    [&](int64_t b, int64_t j0, int64_t n, const T* normals) VAE_LAMBDA_INLINE {

@@ -16,7 +16,7 @@ namespace {
 int multiprocessors() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
 
 dim3 grid_of(const Tiling& t, int sms) {
-  return dim3(static_cast<unsigned>(grid_x(t, sms)), static_cast<unsigned>(t.splits));
+  return dim3(static_cast<unsigned>(grid_x(t, sms)), static_cast<unsigned>(grid_y(t)));
 }
 
 template <typename S>
