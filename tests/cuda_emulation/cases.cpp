@@ -185,11 +185,11 @@ std::vector<Shape> plan_shapes(bool quick) {
                             next_data(), why + ", most columns"});
         }
       }
-      if (quick) continue;
       // Blocks looping over several row tiles (one SM: the fewest blocks), short and long rows.
       for (int64_t cols : {vec ? int64_t{group} : int64_t{3}, limit / 2 + (vec ? 0 : 1)}) {
         shapes.push_back({dtype, rows_for_loop(dtype, cols, vec, 1), cols, Layout::kContiguous, 1,
                           next_data(), std::string(path) + ", blocks loop over row tiles"});
+        if (quick) break;
       }
     }
     // The scalar path for a row length the vector path takes, from a misaligned start; and a

@@ -8,9 +8,15 @@
 //                 not only where every summation order gives the same sum
 //   --plans-only  run the launch planning tests only
 // Exit status: 0 when everything matched, 1 on any difference, 3 on an emulation error.
-#include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/randint.h>
+#include <ATen/ops/randn.h>
+#include <ATen/ops/tensor.h>
+#include <ATen/ops/zeros.h>
 
 #include <algorithm>
 #include <chrono>
@@ -266,7 +272,8 @@ at::Tensor kl_bounds(const Inputs& in, const Variant& v) {
   const double tiny = is_double ? std::numeric_limits<double>::denorm_min()
                                 : std::numeric_limits<float>::denorm_min();
   const at::Tensor sum_abs = terms.to(at::kDouble).abs().view({rows, cols}).sum(1);
-  return sum_abs * (2.0 * static_cast<double>(std::max<int64_t>(cols - 1, 0)) * u) + tiny * cols;
+  return sum_abs.mul(2.0 * static_cast<double>(std::max<int64_t>(cols - 1, 0)) * u)
+      .add(tiny * static_cast<double>(cols));
 }
 
 bool compare(const Shape& s, const Variant& v, const Inputs& in, const Outputs& cpu,

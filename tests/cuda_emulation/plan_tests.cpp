@@ -4,7 +4,12 @@
 // the last row tile of such a tensor with its operands mapped onto small buffers.
 #include "plan_tests.h"
 
-#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/randint.h>
+#include <ATen/ops/randn.h>
+#include <ATen/ops/zeros.h>
 
 #include <cstdio>
 #include <string>
