@@ -7,7 +7,8 @@
 #   .ci/cuda_emulation.sh [BUILD_DIR]     default build/cuda-emulation (under the ignored build/)
 #
 # Environment: PYTHON (default python), CXX (default g++), MAX_JOBS (default: all cores),
-# EMULATION_ARGS (extra arguments for both runs, e.g. --exact-kl).
+# EMULATION_ARGS (extra arguments for every run, e.g. --exact-kl), SANITIZERS (the builds to
+# make and run, default "asan tsan").
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,6 +17,7 @@ build="${1:-build/cuda-emulation}"
 python="${PYTHON:-python}"
 cxx="${CXX:-g++}"
 jobs="${MAX_JOBS:-$(nproc)}"
+sanitizers="${SANITIZERS:-asan tsan}"
 start=$SECONDS
 
 torch_dir="$("$python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
@@ -63,7 +65,9 @@ src="$root/tests/cuda_emulation"
   done
 } >"$build/build.ninja"
 
-ninja -C "$build" -j "$jobs"
+targets=()
+for san in $sanitizers; do targets+=("cuda_emulation_$san"); done
+ninja -C "$build" -j "$jobs" "${targets[@]}"
 echo "cuda emulation build: $((SECONDS - start)) s"
 
 status=0
@@ -82,9 +86,16 @@ run() {
 }
 # The libraries of torch are not instrumented: their allocations are checked (ASan intercepts
 # malloc everywhere), their internals are not.
-ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=1" \
-  UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" run cuda_emulation_asan
-TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1" run cuda_emulation_tsan --quick
+for san in $sanitizers; do
+  case "$san" in
+    asan)
+      ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=1" \
+        UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" run cuda_emulation_asan
+      ;;
+    tsan) TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1" run cuda_emulation_tsan --quick ;;
+    *) echo "unknown sanitizer build '$san' (asan, tsan)" && status=1 ;;
+  esac
+done
 
 echo "cuda emulation: $((SECONDS - start)) s, status $status"
 exit $status

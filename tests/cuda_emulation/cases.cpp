@@ -32,8 +32,8 @@ const char* layout_name(Layout l) {
 }
 
 const std::vector<Prior>& every_prior() {
-  static const std::vector<Prior> all = {Prior::kNone, Prior::kScalar,      Prior::kLatent,
-                                         Prior::kFull, Prior::kFullStrided, Prior::kMuOnly,
+  static const std::vector<Prior> all = {Prior::kNone,      Prior::kScalar,      Prior::kLatent,
+                                         Prior::kFull,      Prior::kFullStrided, Prior::kMuOnly,
                                          Prior::kLogvarOnly};
   return all;
 }
@@ -47,8 +47,8 @@ const int kSms[] = {1, 7, 108, 114, 132};
 // Column counts at which the planned team size is smallest and largest, for each team size
 // the planning chooses for cols in [1, limit] on this path (vector path: multiples of the
 // vector group; scalar path: cols % 4 != 0, the masked case).
-std::map<int, std::pair<int64_t, int64_t>> team_ranges(at::ScalarType dtype, bool vec,
-                                                      int64_t rows, int sms, int64_t limit) {
+std::map<int, std::pair<int64_t, int64_t>> team_ranges(at::ScalarType dtype, bool vec, int64_t rows,
+                                                       int sms, int64_t limit) {
   const int group = vector_group_of(dtype);
   std::map<int, std::pair<int64_t, int64_t>> ranges;
   for (int64_t cols = 1; cols <= limit; ++cols) {
@@ -96,7 +96,8 @@ std::string Variant::name() const {
     if (grad_z) s += sampled ? " eps=sampled" : " eps=given";
     s += std::string(" prior_grads=") + (prior_grads ? "yes" : "no");
   }
-  if (want_kl || (backward && !reparameterize_backward)) s += std::string(" prior=") + prior_name(prior);
+  if (want_kl || (backward && !reparameterize_backward))
+    s += std::string(" prior=") + prior_name(prior);
   return s;
 }
 
@@ -155,7 +156,9 @@ std::vector<Variant> all_variants() {
 std::string Shape::name() const {
   return std::string(c10::toString(dtype)) + " [" + std::to_string(rows) + ", " +
          std::to_string(cols) + "] " + layout_name(layout) + " sms=" + std::to_string(sms) +
-         (data == Data::kExactSums ? " exact-sum data" : data == Data::kSpecial ? " special values" : "") +
+         (data == Data::kExactSums ? " exact-sum data"
+          : data == Data::kSpecial ? " special values"
+                                   : "") +
          " (" + why + ")";
 }
 
@@ -197,8 +200,8 @@ std::vector<Shape> plan_shapes(bool quick) {
     shapes.push_back({dtype, 6, int64_t{group} * 40, Layout::kMisaligned, next_sms(), next_data(),
                       "scalar path from a misaligned start"});
     if (!quick) {
-      shapes.push_back({dtype, 4, int64_t{group} * 30, Layout::kPermuted4d, next_sms(),
-                        next_data(), "4-d latent, permuted"});
+      shapes.push_back({dtype, 4, int64_t{group} * 30, Layout::kPermuted4d, next_sms(), next_data(),
+                        "4-d latent, permuted"});
     }
   }
   return shapes;
@@ -212,14 +215,13 @@ std::vector<Shape> matrix_shapes(bool quick) {
     shapes.push_back({dtype, 5, int64_t{group} * 24, Layout::kStridedRows, 3, Data::kRandom,
                       "every variant, vector path"});
     if (quick) continue;
-    shapes.push_back({dtype, 7, 45, Layout::kContiguous, 132, Data::kSpecial,
-                      "every variant, scalar path"});
+    shapes.push_back(
+        {dtype, 7, 45, Layout::kContiguous, 132, Data::kSpecial, "every variant, scalar path"});
     // A row split over blocks: the smallest row length that takes a whole block.
-    const int64_t cols = team_ranges(dtype, true, 2, 132, int64_t{block} * group * 8)
-                             .at(block)
-                             .first;
-    shapes.push_back({dtype, 2, cols, Layout::kContiguous, 132, Data::kExactSums,
-                      "every variant, split rows"});
+    const int64_t cols =
+        team_ranges(dtype, true, 2, 132, int64_t{block} * group * 8).at(block).first;
+    shapes.push_back(
+        {dtype, 2, cols, Layout::kContiguous, 132, Data::kExactSums, "every variant, split rows"});
   }
   return shapes;
 }

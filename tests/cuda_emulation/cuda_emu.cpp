@@ -268,8 +268,7 @@ class Pool {
       }
     }
     if (g_block.blocked > 0 && g_block.blocked + g_block.exited == g_block.threads) {
-      fatal_locked("deadlock: the last running thread exits while others wait" +
-                   thread_states());
+      fatal_locked("deadlock: the last running thread exits while others wait" + thread_states());
     }
   }
 
@@ -315,8 +314,7 @@ void syncthreads() {
   }
   g_block.state[t_linear] = State::kBarrier;
   const uint64_t generation = g_block.barrier_generation;
-  wait_released(lock, g_block.barrier_cv,
-                [&] { return g_block.barrier_generation != generation; });
+  wait_released(lock, g_block.barrier_cv, [&] { return g_block.barrier_generation != generation; });
 }
 
 void set_context(std::string context) { g_context = std::move(context); }
@@ -342,10 +340,10 @@ void run_grid(const std::string& name, dim3 grid, dim3 block, const std::functio
                            std::to_string(grid.z) + ") is outside CUDA's limits");
   }
   const uint64_t threads = uint64_t{block.x} * block.y * block.z;
-  if (block.x < 1 || block.y < 1 || block.z < 1 || block.x > kMaxBlockXY ||
-      block.y > kMaxBlockXY || block.z > kMaxBlockZ || threads > kMaxBlockThreads) {
-    fatal_launch(name, "block (" + std::to_string(block.x) + ", " + std::to_string(block.y) +
-                           ", " + std::to_string(block.z) + ") is outside CUDA's limits");
+  if (block.x < 1 || block.y < 1 || block.z < 1 || block.x > kMaxBlockXY || block.y > kMaxBlockXY ||
+      block.z > kMaxBlockZ || threads > kMaxBlockThreads) {
+    fatal_launch(name, "block (" + std::to_string(block.x) + ", " + std::to_string(block.y) + ", " +
+                           std::to_string(block.z) + ") is outside CUDA's limits");
   }
   ++g_stats.launches;
   auto run_one = [&](uint3 index) {

@@ -135,8 +135,9 @@ struct Launch {
   void operator()(void (*kernel)(Params...), dim3 grid, dim3 block, const Args&... args) const {
     static_assert(sizeof...(Params) == sizeof...(Args), "kernel arity");
     const std::tuple<std::decay_t<Params>...> copies(args...);
-    run_grid(symbol_name(reinterpret_cast<const void*>(kernel)), grid, block,
-             [&] { std::apply(kernel, copies); }, only_block);
+    run_grid(
+        symbol_name(reinterpret_cast<const void*>(kernel)), grid, block,
+        [&] { std::apply(kernel, copies); }, only_block);
   }
 
   // The demangled name of a function (the executable is linked with -rdynamic).

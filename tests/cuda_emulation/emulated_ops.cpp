@@ -33,8 +33,8 @@ std::string short_name(const std::string& symbol) {
   for (size_t i = 0; i < name.size(); ++i) {
     if (name[i] == '<') ++depth;
     if (name[i] == '>') --depth;
-    if (depth == 0 && (name[i] == ' ' || (name[i] == ':' && i + 1 < name.size() &&
-                                          name[i + 1] == ':'))) {
+    if (depth == 0 &&
+        (name[i] == ' ' || (name[i] == ':' && i + 1 < name.size() && name[i + 1] == ':'))) {
       start = name[i] == ' ' ? i + 1 : i + 2;
     }
   }
@@ -90,19 +90,15 @@ int vector_group_of(at::ScalarType dtype) {
 int block_threads() { return cuda_kernels::kBlock; }
 
 void forward_emulated(const ForwardArgs& a) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.mu.scalar_type(),
-                                  "vae_ext_forward_emulated", [&] {
-                                    cuda_kernels::run_forward<scalar_t>(a, g_sms,
-                                                                        RecordingLaunch{});
-                                  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, a.mu.scalar_type(), "vae_ext_forward_emulated",
+      [&] { cuda_kernels::run_forward<scalar_t>(a, g_sms, RecordingLaunch{}); });
 }
 
 void backward_emulated(const BackwardArgs& a) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.mu.scalar_type(),
-                                  "vae_ext_backward_emulated", [&] {
-                                    cuda_kernels::run_backward<scalar_t>(a, g_sms,
-                                                                         RecordingLaunch{});
-                                  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, a.mu.scalar_type(), "vae_ext_backward_emulated",
+      [&] { cuda_kernels::run_backward<scalar_t>(a, g_sms, RecordingLaunch{}); });
 }
 
 }  // namespace cuda_emulation

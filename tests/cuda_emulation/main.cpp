@@ -66,16 +66,14 @@ struct CpuOps {
   }
   static at::Tensor gaussian_kl(const at::Tensor& mu, const at::Tensor& lv, const OptTensor& pmu,
                                 const OptTensor& plv) {
-    static const auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&,
-                                        const OptTensor&)>("vae_ext::gaussian_kl");
+    static const auto h =
+        op<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&, const OptTensor&)>(
+            "vae_ext::gaussian_kl");
     return h.call(mu, lv, pmu, plv);
   }
-  static std::tuple<at::Tensor, at::Tensor> reparameterize_kl(const at::Tensor& mu,
-                                                              const at::Tensor& lv,
-                                                              const OptTensor& eps,
-                                                              const OptTensor& seed,
-                                                              const OptTensor& pmu,
-                                                              const OptTensor& plv) {
+  static std::tuple<at::Tensor, at::Tensor> reparameterize_kl(
+      const at::Tensor& mu, const at::Tensor& lv, const OptTensor& eps, const OptTensor& seed,
+      const OptTensor& pmu, const OptTensor& plv) {
     static const auto h = op<std::tuple<at::Tensor, at::Tensor>(
         const at::Tensor&, const at::Tensor&, const OptTensor&, const OptTensor&, const OptTensor&,
         const OptTensor&)>("vae_ext::reparameterize_kl");
@@ -83,8 +81,9 @@ struct CpuOps {
   }
   static at::Tensor reparameterize_backward(const at::Tensor& gz, const at::Tensor& lv,
                                             const OptTensor& eps, const OptTensor& seed) {
-    static const auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&,
-                                        const OptTensor&)>("vae_ext::reparameterize_backward");
+    static const auto h =
+        op<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&, const OptTensor&)>(
+            "vae_ext::reparameterize_backward");
     return h.call(gz, lv, eps, seed);
   }
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> reparameterize_kl_backward(
@@ -173,8 +172,7 @@ OptTensor prior(const Shape& s, Prior kind, const char* role, bool wanted) {
   switch (kind) {
     case Prior::kNone: return std::nullopt;
     case Prior::kScalar: return values(s, role, {}).to(s.dtype);
-    case Prior::kLatent:
-      return values(s, role, at::IntArrayRef(sizes).slice(1)).to(s.dtype);
+    case Prior::kLatent: return values(s, role, at::IntArrayRef(sizes).slice(1)).to(s.dtype);
     case Prior::kFullStrided:
       if (s.layout != Layout::kPermuted4d) {
         Shape strided = s;
@@ -196,8 +194,8 @@ Inputs make_inputs(const Shape& s, const Variant& v, uint64_t case_index) {
   in.gz = laid_out(s, values(s, "gz", sizes), 1);
   in.gkl = values(s, "gkl", {s.rows}).to(at::toOpMathType(s.dtype));
   // A seed whose high and low words both matter to the Philox key.
-  in.seed = at::tensor({static_cast<int64_t>(0x5eed00000000ULL + case_index * 0x9e3779b1ULL)},
-                       at::kLong);
+  in.seed =
+      at::tensor({static_cast<int64_t>(0x5eed00000000ULL + case_index * 0x9e3779b1ULL)}, at::kLong);
   in.pmu = prior(s, v.prior, "pmu", v.prior != Prior::kLogvarOnly);
   in.plv = prior(s, v.prior, "plv", v.prior != Prior::kMuOnly);
   return in;
@@ -223,8 +221,8 @@ Outputs call(const Inputs& in, const Variant& v) {
   }
   if (!v.grad_z) eps = seed = std::nullopt;
   auto [gm, gl, gpm, gpl] = Ops::reparameterize_kl_backward(
-      v.grad_z ? OptTensor(in.gz) : OptTensor(), v.grad_kl ? OptTensor(in.gkl) : OptTensor(),
-      in.mu, in.lv, eps, seed, in.pmu, in.plv, v.prior_grads);
+      v.grad_z ? OptTensor(in.gz) : OptTensor(), v.grad_kl ? OptTensor(in.gkl) : OptTensor(), in.mu,
+      in.lv, eps, seed, in.pmu, in.plv, v.prior_grads);
   return {{"grad_mu", gm}, {"grad_logvar", gl}, {"grad_prior_mu", gpm}, {"grad_prior_logvar", gpl}};
 }
 
@@ -264,8 +262,9 @@ at::Tensor kl_bounds(const Inputs& in, const Variant& v) {
     if (!p) return std::nullopt;
     return p->expand(in.mu.sizes()).reshape({-1, 1});
   };
-  const at::Tensor terms = CpuOps::gaussian_kl(mu, lv, full(v.prior == Prior::kNone ? OptTensor() : in.pmu),
-                                               full(v.prior == Prior::kNone ? OptTensor() : in.plv));
+  const at::Tensor terms =
+      CpuOps::gaussian_kl(mu, lv, full(v.prior == Prior::kNone ? OptTensor() : in.pmu),
+                          full(v.prior == Prior::kNone ? OptTensor() : in.plv));
   const int64_t rows = in.mu.size(0), cols = in.mu.numel() / std::max<int64_t>(rows, 1);
   const bool is_double = terms.scalar_type() == at::kDouble;
   const double u = is_double ? 0x1p-53 : 0x1p-24;

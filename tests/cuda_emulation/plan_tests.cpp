@@ -71,12 +71,37 @@ void check_tiling(const Tiling& t, int64_t rows, int64_t cols, int group, int sm
 void limits_at_every_scale() {
   static_assert(kBlock >= 1 && kBlock <= kMaxBlockThreads && kBlock % kWarp == 0,
                 "a block is whole warps within CUDA's limit");
-  const int64_t rows_list[] = {1,      2,       3,       255,      256,      257,
-                               65535,  65536,   1 << 20, 1 << 24,  (int64_t{1} << 31) - 1,
-                               int64_t{1} << 31, (int64_t{1} << 31) + 3, int64_t{1} << 40};
-  const int64_t cols_list[] = {1,       2,       3,       4,       5,       7,
-                               8,       9,       1023,    1024,    4099,    65536,
-                               1 << 20, 1 << 27, (1 << 27) + 3, int64_t{1} << 31, int64_t{1} << 40};
+  const int64_t rows_list[] = {1,
+                               2,
+                               3,
+                               255,
+                               256,
+                               257,
+                               65535,
+                               65536,
+                               1 << 20,
+                               1 << 24,
+                               (int64_t{1} << 31) - 1,
+                               int64_t{1} << 31,
+                               (int64_t{1} << 31) + 3,
+                               int64_t{1} << 40};
+  const int64_t cols_list[] = {1,
+                               2,
+                               3,
+                               4,
+                               5,
+                               7,
+                               8,
+                               9,
+                               1023,
+                               1024,
+                               4099,
+                               65536,
+                               1 << 20,
+                               1 << 27,
+                               (1 << 27) + 3,
+                               int64_t{1} << 31,
+                               int64_t{1} << 40};
   const int groups[] = {kScalarGroup, vector_group<float>(), vector_group<c10::Half>(),
                         vector_group<double>()};
   const int sms_list[] = {1, 7, 108, 114, 132, 1024};
@@ -114,7 +139,8 @@ void extreme_plans(at::IntArrayRef sizes, int sms) {
   const int group = fp.vec ? vector_group<S>() : kScalarGroup;
   check_tiling(fp.tiling, f.shape.rows, f.shape.cols, group, sms);
   check(fp.partials.defined() == (fp.tiling.splits > 1),
-        "partials exactly when rows are split, " + shape_string(f.shape.rows, f.shape.cols, group, sms));
+        "partials exactly when rows are split, " +
+            shape_string(f.shape.rows, f.shape.cols, group, sms));
 
   BackwardArgs b;
   b.mu = f.mu;
@@ -243,8 +269,7 @@ void long_row() {
   if (t.splits > 1) {
     cuda_emu::Launch{}(sum_partials_kernel<float>,
                        dim3(static_cast<unsigned>(sum_partials_blocks(1, sms))), dim3(kBlock),
-                       static_cast<const float*>(p.kl), t.splits, int64_t{1},
-                       kl.data_ptr<float>());
+                       static_cast<const float*>(p.kl), t.splits, int64_t{1}, kl.data_ptr<float>());
   }
   check(kl.item<float>() == 0.5f * static_cast<float>(cols),
         "one row of 2^27 columns: KL " + std::to_string(kl.item<float>()) + ", want 2^26");
