@@ -5,16 +5,16 @@
 #   OUT=/some/dir benchmarks/run_gpu.sh            on a CUDA machine
 #   OUT=/some/dir benchmarks/run_gpu.sh --dry-run  no GPU: every stage that can run on the CPU
 #
-# Stages (budget in seconds, BUDGET_<STAGE> overrides; the defaults add up to 480):
-#   env        20   nvidia-smi, nvcc, torch, the GPU                              -> summary.txt
+# Stages (budget in seconds, BUDGET_<STAGE> overrides; the defaults add up to 485):
+#   env        45   nvidia-smi, nvcc, torch, the GPU                              -> summary.txt
 #   build      150  setup.py build_ext --inplace for the visible GPU's arch only  -> build.log
-#   tests      90   pytest -k cuda (test_cuda.py and every other CUDA test), then
+#   tests      80   pytest -k cuda (test_cuda.py and every other CUDA test), then
 #                   benchmarks/sanitizer_cases.py --compare: every launch plan against
 #                   the CPU kernels, bit for bit                                   -> tests.log
 #   memcheck   45   compute-sanitizer --tool memcheck  on sanitizer_cases.py       -> sanitizer.log
 #   racecheck  45   compute-sanitizer --tool racecheck on sanitizer_cases.py       -> sanitizer.log
 #   synccheck  30   compute-sanitizer --tool synccheck on sanitizer_cases.py       -> sanitizer.log
-#   bench      100  python -m vae_ext bench --device cuda --sizes gpu --no-compile
+#   bench      90   python -m vae_ext bench --device cuda --sizes gpu --no-compile
 #                   -> bench-cuda.json, bench-cuda.log, bench-cuda.md, bench-cuda.png
 # summary.txt gets the environment and one line per stage: PASS, FAIL, TIMEOUT (cut at its
 # budget) or SKIP, with its seconds.
@@ -149,12 +149,12 @@ run_bench() {
 export PYTHON OUT device dry_run
 export -f environment build run_tests find_sanitizer sanitize run_bench
 
-stage env 20 "$summary" bash -c environment
+stage env 45 "$summary" bash -c environment
 stage build 150 "$OUT/build.log" bash -c build
-stage tests 90 "$OUT/tests.log" bash -c run_tests
+stage tests 80 "$OUT/tests.log" bash -c run_tests
 stage memcheck 45 "$OUT/sanitizer.log" bash -c "sanitize memcheck"
 stage racecheck 45 "$OUT/sanitizer.log" bash -c "sanitize racecheck"
 stage synccheck 30 "$OUT/sanitizer.log" bash -c "sanitize synccheck"
-stage bench 100 "$OUT/bench-cuda.log" bash -c run_bench
+stage bench 90 "$OUT/bench-cuda.log" bash -c run_bench
 echo "=== done, status $status; $(find "$OUT" -maxdepth 1 -type f | wc -l) files in $OUT" | tee -a "$summary"
 exit $status

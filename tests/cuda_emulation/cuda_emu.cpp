@@ -18,6 +18,18 @@
 #include <thread>
 #include <vector>
 
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+extern "C" {
+void AnnotateIgnoreReadsBegin(const char* file, int line);
+void AnnotateIgnoreReadsEnd(const char* file, int line);
+void AnnotateIgnoreWritesBegin(const char* file, int line);
+void AnnotateIgnoreWritesEnd(const char* file, int line);
+void AnnotateIgnoreSyncBegin(const char* file, int line);
+void AnnotateIgnoreSyncEnd(const char* file, int line);
+}
+#endif
+
 thread_local uint3 threadIdx{0, 0, 0};
 thread_local uint3 blockIdx{0, 0, 0};
 thread_local dim3 blockDim;
@@ -34,6 +46,34 @@ constexpr unsigned kMaxBlockXY = 1024, kMaxBlockZ = 64;
 
 std::string g_context;
 LaunchStats g_stats;
+
+// Under ThreadSanitizer, the runtime's own bookkeeping (one mutex for the block) must neither
+// be checked nor order the emulated threads: that mutex would order any two threads that
+// ever meet it and hide the races to be found. Inside a RuntimeSection TSan ignores accesses
+// and synchronization; the ordering CUDA gives is stated with hb_release / hb_acquire: a
+// barrier orders the whole block, a warp collective its lanes.
+#if defined(__SANITIZE_THREAD__)
+struct RuntimeSection {
+  RuntimeSection() {
+    AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
+    AnnotateIgnoreWritesBegin(__FILE__, __LINE__);
+    AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
+  }
+  ~RuntimeSection() {
+    AnnotateIgnoreSyncEnd(__FILE__, __LINE__);
+    AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
+    AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
+  }
+};
+void hb_release(void* token) { __tsan_release(token); }
+void hb_acquire(void* token) { __tsan_acquire(token); }
+#else
+struct RuntimeSection {
+  RuntimeSection() {}
+};
+void hb_release(void*) {}
+void hb_acquire(void*) {}
+#endif
 
 enum class State { kRunning, kBarrier, kCollective, kExited };
 
@@ -53,15 +93,22 @@ struct Collective {
   ShuffleKind kind;
   int width;
   bool is_syncwarp;
+  char* token;  // the address its lanes release and acquire (ThreadSanitizer)
   unsigned arrived = 0;
   bool complete = false;
   int readers = 0;
   uint64_t values[kWarp] = {};
 };
 
+// Tokens are reused round robin (never freed: a freed address could pass an old order on to
+// a new collective); a reused one carries only older orderings among the same warp's lanes.
+constexpr int kTokens = 64;
+
 struct Warp {
   std::condition_variable cv;
   std::list<Collective> pending;
+  uint64_t collectives = 0;
+  char tokens[kTokens] = {};
 };
 
 // The synchronization state of the block being run; every field is guarded by mu.
@@ -73,7 +120,8 @@ struct Block {
   int threads = 0;
   int barrier_arrived = 0;
   uint64_t barrier_generation = 0;
-  int blocked = 0;  // threads waiting whose wait is not yet satisfied
+  char barrier_tokens[2] = {};  // alternate: a fast thread's next barrier is not this one
+  int blocked = 0;              // threads waiting whose wait is not yet satisfied
   int exited = 0;
   std::vector<State> state;
   std::vector<Warp> warps;
@@ -141,63 +189,76 @@ int source_lane(ShuffleKind kind, int lane, int operand, int width) {
 uint64_t collective(unsigned mask, uint64_t value, ShuffleKind kind, int operand, int width,
                     bool is_syncwarp) {
   if (t_linear < 0) fatal_launch("(none)", "a warp collective called outside a kernel");
-  std::unique_lock<std::mutex> lock(g_block.mu);
   const int lane = t_linear % kWarp, warp_index = t_linear / kWarp;
-  Warp& warp = g_block.warps[warp_index];
   const char* what = is_syncwarp ? "__syncwarp" : "shuffle";
-  if (((mask >> lane) & 1u) == 0) {
-    fatal_locked(std::string(what) + ": lane " + std::to_string(lane) +
-                 " calls it with a mask that does not name it");
-  }
-  if (width < 1 || width > kWarp || (width & (width - 1)) != 0) {
-    fatal_locked(std::string(what) + ": width " + std::to_string(width) +
-                 " is not a power of two in [1, 32]");
-  }
-  for (int l = 0; l < kWarp; ++l) {
-    if (((mask >> l) & 1u) == 0) continue;
-    const int t = warp_index * kWarp + l;
-    if (t >= g_block.threads || g_block.state[t] == State::kExited) {
-      fatal_locked(std::string(what) + ": the mask names lane " + std::to_string(l) +
-                   ", which has exited or does not exist");
+  std::list<Collective>::iterator it;
+  Warp* warp;
+  {  // Join the collective (the one pending for this mask, or a new one).
+    RuntimeSection section;
+    std::lock_guard<std::mutex> lock(g_block.mu);
+    warp = &g_block.warps[warp_index];
+    if (((mask >> lane) & 1u) == 0) {
+      fatal_locked(std::string(what) + ": lane " + std::to_string(lane) +
+                   " calls it with a mask that does not name it");
     }
-  }
-  auto it = warp.pending.begin();
-  for (; it != warp.pending.end(); ++it) {
-    if (it->complete || (it->mask & mask) == 0) continue;
-    if (it->mask != mask || it->kind != kind || it->width != width ||
-        it->is_syncwarp != is_syncwarp) {
-      fatal_locked(std::string(what) + ": lanes of one warp meet in different collectives " +
-                   "(masks, kinds or widths differ)");
+    if (width < 1 || width > kWarp || (width & (width - 1)) != 0) {
+      fatal_locked(std::string(what) + ": width " + std::to_string(width) +
+                   " is not a power of two in [1, 32]");
     }
-    break;
-  }
-  if (it == warp.pending.end()) {
-    warp.pending.push_back({mask, kind, width, is_syncwarp});
-    it = std::prev(warp.pending.end());
-    it->readers = std::popcount(mask);
-  }
-  Collective& c = *it;
-  c.values[lane] = value;
-  c.arrived |= 1u << lane;
-  if (c.arrived == mask) {
-    c.complete = true;
-    g_block.blocked -= std::popcount(mask) - 1;
     for (int l = 0; l < kWarp; ++l) {
-      if ((mask >> l) & 1u) g_block.state[warp_index * kWarp + l] = State::kRunning;
+      if (((mask >> l) & 1u) == 0) continue;
+      const int t = warp_index * kWarp + l;
+      if (t >= g_block.threads || g_block.state[t] == State::kExited) {
+        fatal_locked(std::string(what) + ": the mask names lane " + std::to_string(l) +
+                     ", which has exited or does not exist");
+      }
     }
-    ++g_stats.shuffles;
-    warp.cv.notify_all();
-  } else {
-    g_block.state[t_linear] = State::kCollective;
-    wait_released(lock, warp.cv, [&] { return c.complete; });
+    for (it = warp->pending.begin(); it != warp->pending.end(); ++it) {
+      if (it->complete || (it->mask & mask) == 0) continue;
+      if (it->mask != mask || it->kind != kind || it->width != width ||
+          it->is_syncwarp != is_syncwarp) {
+        fatal_locked(std::string(what) + ": lanes of one warp meet in different collectives " +
+                     "(masks, kinds or widths differ)");
+      }
+      break;
+    }
+    if (it == warp->pending.end()) {
+      char* token = &warp->tokens[warp->collectives++ % kTokens];
+      warp->pending.push_back({mask, kind, width, is_syncwarp, token});
+      it = std::prev(warp->pending.end());
+      it->readers = std::popcount(mask);
+    }
   }
-  const int src = source_lane(kind, lane, operand, width);
-  if (((mask >> src) & 1u) == 0) {
-    fatal_locked("shuffle: lane " + std::to_string(lane) + " reads lane " + std::to_string(src) +
-                 ", which the mask does not name (undefined in CUDA)");
+  char* const token = it->token;
+  hb_release(token);
+  uint64_t result;
+  {  // Arrive, wait for the others, read the source lane's value.
+    RuntimeSection section;
+    std::unique_lock<std::mutex> lock(g_block.mu);
+    Collective& c = *it;
+    c.values[lane] = value;
+    c.arrived |= 1u << lane;
+    if (c.arrived == mask) {
+      c.complete = true;
+      g_block.blocked -= std::popcount(mask) - 1;
+      for (int l = 0; l < kWarp; ++l) {
+        if ((mask >> l) & 1u) g_block.state[warp_index * kWarp + l] = State::kRunning;
+      }
+      ++g_stats.shuffles;
+      warp->cv.notify_all();
+    } else {
+      g_block.state[t_linear] = State::kCollective;
+      wait_released(lock, warp->cv, [&] { return c.complete; });
+    }
+    const int src = source_lane(kind, lane, operand, width);
+    if (((mask >> src) & 1u) == 0) {
+      fatal_locked("shuffle: lane " + std::to_string(lane) + " reads lane " + std::to_string(src) +
+                   ", which the mask does not name (undefined in CUDA)");
+    }
+    result = c.values[src];
+    if (--c.readers == 0) warp->pending.erase(it);
   }
-  const uint64_t result = c.values[src];
-  if (--c.readers == 0) warp.pending.erase(it);
+  hb_acquire(token);
   return result;
 }
 
@@ -252,6 +313,7 @@ class Pool {
   }
 
   static void exit_kernel() {
+    RuntimeSection section;
     std::lock_guard<std::mutex> lock(g_block.mu);
     g_block.state[t_linear] = State::kExited;
     ++g_block.exited;
@@ -298,23 +360,36 @@ void syncwarp(unsigned mask) {
 
 void syncthreads() {
   if (t_linear < 0) fatal_launch("(none)", "__syncthreads called outside a kernel");
-  std::unique_lock<std::mutex> lock(g_block.mu);
-  if (g_block.exited > 0) {
-    fatal_locked("__syncthreads after " + std::to_string(g_block.exited) +
-                 " threads of the block exited (divergent barrier)");
+  char* token;
+  {
+    RuntimeSection section;
+    std::lock_guard<std::mutex> lock(g_block.mu);
+    if (g_block.exited > 0) {
+      fatal_locked("__syncthreads after " + std::to_string(g_block.exited) +
+                   " threads of the block exited (divergent barrier)");
+    }
+    // This barrier cannot complete before this thread arrives: the generation holds.
+    token = &g_block.barrier_tokens[g_block.barrier_generation & 1];
   }
-  if (++g_block.barrier_arrived == g_block.threads) {
-    g_block.barrier_arrived = 0;
-    ++g_block.barrier_generation;
-    g_block.blocked -= g_block.threads - 1;
-    for (State& s : g_block.state) s = State::kRunning;
-    ++g_stats.barriers;
-    g_block.barrier_cv.notify_all();
-    return;
+  hb_release(token);
+  {
+    RuntimeSection section;
+    std::unique_lock<std::mutex> lock(g_block.mu);
+    if (++g_block.barrier_arrived == g_block.threads) {
+      g_block.barrier_arrived = 0;
+      ++g_block.barrier_generation;
+      g_block.blocked -= g_block.threads - 1;
+      for (State& st : g_block.state) st = State::kRunning;
+      ++g_stats.barriers;
+      g_block.barrier_cv.notify_all();
+    } else {
+      g_block.state[t_linear] = State::kBarrier;
+      const uint64_t generation = g_block.barrier_generation;
+      wait_released(lock, g_block.barrier_cv,
+                    [&] { return g_block.barrier_generation != generation; });
+    }
   }
-  g_block.state[t_linear] = State::kBarrier;
-  const uint64_t generation = g_block.barrier_generation;
-  wait_released(lock, g_block.barrier_cv, [&] { return g_block.barrier_generation != generation; });
+  hb_acquire(token);
 }
 
 void set_context(std::string context) { g_context = std::move(context); }

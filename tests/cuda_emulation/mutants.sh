@@ -30,9 +30,12 @@ for entry in "${mutants[@]}"; do
   if ((${#selected[@]})) && [[ ! " ${selected[*]} " == *" $name "* ]]; then continue; fi
   rm -rf "$work/src"
   mkdir -p "$work/src"
-  cp -r "$root/csrc" "$root/tests" "$root/.ci" "$work/src/"
+  # Times kept, so the build directory's other objects stay up to date; the header touched,
+  # so everything that includes it is rebuilt from this mutant.
+  cp -rp "$root/csrc" "$root/tests" "$root/.ci" "$work/src/"
   header="$work/src/csrc/cuda/kernels_cuda.cuh"
   sed -i "$expression" "$header"
+  touch "$header"
   if cmp -s "$header" "$root/csrc/cuda/kernels_cuda.cuh"; then
     echo "mutant $name: the expression changed nothing (update it)"
     missed=1
