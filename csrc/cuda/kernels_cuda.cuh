@@ -1,7 +1,8 @@
 // Device code of the CUDA kernels and the host-side plan of a launch (which path, which
 // tiling, the kernel parameters); kernels_cuda.cu launches them and registers the ops.
 // Everything here is plain C++ apart from the CUDA qualifiers and intrinsics, so the file
-// also compiles for the host against an emulation of those (a way to run it without a GPU).
+// also compiles for the host against an emulation of those: tests/cuda_emulation/ runs it
+// on CPU threads and compares it with the CPU kernels.
 //
 // Work layout. Row b of the [rows, cols] view is cut into groups of G consecutive elements.
 // The vector path (cols % G == 0, every operand 16-byte aligned with a row stride that keeps
@@ -13,8 +14,9 @@
 //
 // A team of `team` threads (a power of two, up to a block) owns a row; a block holds
 // kBlock / team teams, so short rows pack several to a block and long rows take a block,
-// or `splits` blocks (gridDim.y) when there are too few rows to fill the GPU. Split y of a
-// row takes a contiguous run of team * iterations groups, `iterations` a power of two.
+// or `splits` blocks (gridDim.y; blocks loop past its limit) when there are too few rows to
+// fill the GPU or a row is longer than a split may be. Split y of a row takes a contiguous
+// run of team * iterations groups, `iterations` a power of two.
 //
 // The per-row KL is added up in the order of csrc/row_sum.h, whatever the plan: in each
 // team-wide step the team's terms (a whole number of leaves, or a row shorter than a leaf)
@@ -598,6 +600,50 @@ BackwardPlan<S> plan_backward(const BackwardArgs& a, int multiprocessors) {
   plan.tiling = make_tiling(a.shape.rows, cols, plan.vec ? kVecGroup : kScalarGroup, plan.vec,
                             max_iterations<S>(), multiprocessors);
   return plan;
+}
+
+// ------------------------------------------------------------------------- launches
+
+// The kernel launches of one call, in order. launch(kernel, grid, block, args...) runs
+// kernel<<<grid, block>>>(args...): on the current stream in kernels_cuda.cu, on emulated
+// threads in the CPU emulation (tests/cuda_emulation/), which so runs exactly these plans.
+template <typename S, typename Launch>
+void run_forward(const ForwardArgs& a, int multiprocessors, Launch&& launch) {
+  using T = at::opmath_type<S>;
+  constexpr int kVecGroup = vector_group<S>();
+  if (a.shape.rows == 0) return;
+  if (a.shape.cols == 0) {
+    if (a.kl.defined()) a.kl.zero_();
+    return;
+  }
+  const ForwardPlan<S> plan = plan_forward<S>(a, multiprocessors);
+  const dim3 grid(static_cast<unsigned>(grid_x(plan.tiling, multiprocessors)),
+                  static_cast<unsigned>(grid_y(plan.tiling)));
+  if (plan.vec) {
+    launch(forward_kernel<S, kVecGroup, true>, grid, dim3(kBlock), plan.params, plan.tiling);
+  } else {
+    launch(forward_kernel<S, kScalarGroup, false>, grid, dim3(kBlock), plan.params, plan.tiling);
+  }
+  if (plan.partials.defined()) {
+    const int64_t rows = a.shape.rows;
+    launch(sum_partials_kernel<T>,
+           dim3(static_cast<unsigned>(sum_partials_blocks(rows, multiprocessors))), dim3(kBlock),
+           plan.params.kl, plan.tiling.splits, rows, a.kl.mutable_data_ptr<T>());
+  }
+}
+
+template <typename S, typename Launch>
+void run_backward(const BackwardArgs& a, int multiprocessors, Launch&& launch) {
+  constexpr int kVecGroup = vector_group<S>();
+  if (a.shape.rows == 0 || a.shape.cols == 0) return;
+  const BackwardPlan<S> plan = plan_backward<S>(a, multiprocessors);
+  const dim3 grid(static_cast<unsigned>(grid_x(plan.tiling, multiprocessors)),
+                  static_cast<unsigned>(grid_y(plan.tiling)));
+  if (plan.vec) {
+    launch(backward_kernel<S, kVecGroup, true>, grid, dim3(kBlock), plan.params, plan.tiling);
+  } else {
+    launch(backward_kernel<S, kScalarGroup, false>, grid, dim3(kBlock), plan.params, plan.tiling);
+  }
 }
 
 }  // namespace cuda_kernels
