@@ -89,26 +89,4 @@ struct PairwiseSum {
   }
 };
 
-// The definition above, one term at a time: the oracle of the native tests.
-template <typename T>
-T row_sum_reference(const T* terms, int64_t n) {
-  PairwiseSum<T, 32> leaves;
-  for (int64_t f = 0; f * kSumLeaf < n; ++f) {
-    T rows[kSumLeafRows][kSumLanes];
-    for (int r = 0; r < kSumLeafRows; ++r) {
-      for (int l = 0; l < kSumLanes; ++l) {
-        const int64_t j = f * kSumLeaf + r * kSumLanes + l;
-        rows[r][l] = j < n ? terms[j] : T(0);
-      }
-    }
-    for (int width = kSumLeafRows / 2; width >= 1; width /= 2) {
-      for (int r = 0; r < width; ++r) {
-        for (int l = 0; l < kSumLanes; ++l) rows[r][l] = rows[2 * r][l] + rows[2 * r + 1][l];
-      }
-    }
-    leaves.push(sum_lanes(rows[0]));
-  }
-  return leaves.total();
-}
-
 }  // namespace vae_ext
