@@ -1,96 +1,160 @@
 #!/usr/bin/env bash
-# On a CUDA machine: build vae_ext with its CUDA kernels, run the whole test suite, benchmark on
-# cuda, and leave everything under $OUT (at most 7 files, so that they all come back).
+# One GPU lease in one call: every stage in order, each cut by its own time budget (timeout)
+# so that a slow stage costs only itself; results and logs go to $OUT, 8 files at most.
 #
-#   OUT=/some/dir benchmarks/run_gpu.sh [build] [test] [bench]     (no stage named = all three)
+#   OUT=/some/dir benchmarks/run_gpu.sh            on a CUDA machine
+#   OUT=/some/dir benchmarks/run_gpu.sh --dry-run  no GPU: every stage that can run on the CPU
 #
-# Every stage builds first (incremental when already built). Environment:
-#   OUT                    where results and logs go (default ./gpu-out)
-#   PYTHON                 interpreter holding a CUDA torch (default python3)
-#   TORCH_CUDA_ARCH_LIST   default: the visible GPU's compute capability, e.g. 9.0
-#   BENCH_SIZES            --sizes for the benchmark (default gpu)
-#   BENCH_ARGS             extra arguments for python -m vae_ext bench (e.g. "--ops all")
-#   PYTEST_ARGS            extra arguments for pytest (e.g. "-x -q")
-# Files: env.txt, build.log, pytest.log, bench-cuda.json, bench-cuda.log, bench-cuda.md, bench-cuda.png
-# Exit status: 0 when every stage run passed, else 1 (a failing stage does not stop the later ones).
+# Stages (budget in seconds, BUDGET_<STAGE> overrides; the defaults add up to 485):
+#   env        45   nvidia-smi, nvcc, torch, the GPU                              -> summary.txt
+#   build      150  setup.py build_ext --inplace for the visible GPU's arch only  -> build.log
+#   tests      80   pytest -k cuda (test_cuda.py and every other CUDA test), then
+#                   benchmarks/sanitizer_cases.py --compare: every launch plan against
+#                   the CPU kernels, bit for bit                                   -> tests.log
+#   memcheck   45   compute-sanitizer --tool memcheck  on sanitizer_cases.py       -> sanitizer.log
+#   racecheck  45   compute-sanitizer --tool racecheck on sanitizer_cases.py       -> sanitizer.log
+#   synccheck  30   compute-sanitizer --tool synccheck on sanitizer_cases.py       -> sanitizer.log
+#   bench      90   python -m vae_ext bench --device cuda --sizes gpu --no-compile
+#                   -> bench-cuda.json, bench-cuda.log, bench-cuda.md, bench-cuda.png
+# summary.txt gets the environment and one line per stage: PASS, FAIL, TIMEOUT (cut at its
+# budget) or SKIP, with its seconds.
+#
+# --dry-run (no GPU needed): env; build as configured (with a CUDA torch and nvcc it compiles
+# the CUDA kernels for TORCH_CUDA_ARCH_LIST, default 9.0, and checks they registered; with a
+# CPU torch it builds the CPU kernels); tests on the CPU (the CUDA tests skip) and
+# sanitizer_cases.py --device cpu --compare; the sanitizer stages run compute-sanitizer on
+# `sanitizer_cases.py --list` when it is installed (else SKIP); bench --device cpu on the
+# quick sizes. It proves the commands, budgets and files, not the GPU results.
+#
+# Environment: OUT (default ./gpu-out), PYTHON (default python3), MAX_JOBS (default nproc),
+# TORCH_CUDA_ARCH_LIST (default: the visible GPU's), PYTEST_ARGS (default "-k cuda"),
+# BENCH_SIZES (default gpu), BENCH_ARGS (default --no-compile; "" adds torch.compile, which
+# may not fit the budget), COMPUTE_SANITIZER (path; default: found on PATH or in the toolkit).
+# Exit status: 0 when every stage passed or was skipped, else 1.
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 1
+dry_run=0
+if [ "${1:-}" = "--dry-run" ]; then
+  dry_run=1
+  shift
+fi
 OUT=${OUT:-$PWD/gpu-out}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+summary="$OUT/summary.txt"
+: >"$summary"
 status=0
+device=cuda
+((dry_run)) && device=cpu
 
-stage() { echo "=== $* ($(date -u +%H:%M:%S))"; }
-fail() { echo "FAILED: $*"; status=1; }
+# stage NAME BUDGET LOG COMMAND...: runs COMMAND (a function) under its budget, appending its
+# output to LOG, and records the outcome in summary.txt.
+stage() {
+  local name=$1 budget=$2 log=$3
+  shift 3
+  local var="BUDGET_${name^^}"
+  budget=${!var:-$budget}
+  local t0=$SECONDS rc
+  echo "=== $name (budget ${budget}s, $(date -u +%H:%M:%S))" | tee -a "$log"
+  timeout --kill-after=10 "$budget" "$@" >>"$log" 2>&1
+  rc=$?
+  local outcome=PASS
+  if ((rc == 124 || rc == 137)); then
+    outcome=TIMEOUT
+  elif ((rc == 77)); then
+    outcome=SKIP
+  elif ((rc != 0)); then
+    outcome=FAIL
+  fi
+  [ "$outcome" = PASS ] || [ "$outcome" = SKIP ] || status=1
+  printf '%-10s %-7s %4ds of %4ds  (%s)\n' "$name" "$outcome" $((SECONDS - t0)) "$budget" \
+    "$(basename "$log")" | tee -a "$summary"
+  tail -n 3 "$log"
+}
 
+# Everything below runs under `timeout` as its own process: `bash -c` with this file's
+# functions exported.
 environment() {
-  stage environment
-  {
-    nvidia-smi || true
-    nvcc --version || true
-    "$PYTHON" - <<'EOF'
+  nvidia-smi || echo "nvidia-smi: not available"
+  nvcc --version | tail -n 2 || echo "nvcc: not available"
+  "$PYTHON" - <<'EOF'
 import platform, torch
 print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda)
 if torch.cuda.is_available():
-    props = torch.cuda.get_device_properties(0)
-    print("gpu", props.name, "capability", torch.cuda.get_device_capability(), "sms", props.multi_processor_count,
-          "memory_gib", round(props.total_memory / 2**30, 1), "l2_mib", getattr(props, "L2_cache_size", 0) / 2**20)
+    p = torch.cuda.get_device_properties(0)
+    print("gpu", p.name, "capability", torch.cuda.get_device_capability(), "sms", p.multi_processor_count,
+          "memory_gib", round(p.total_memory / 2**30, 1))
 else:
     print("gpu: none visible to torch")
 EOF
-  } >"$OUT/env.txt" 2>&1
-  tail -n 3 "$OUT/env.txt"
 }
 
 build() {
-  stage build
   if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
     TORCH_CUDA_ARCH_LIST=$("$PYTHON" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())" 2>/dev/null) ||
-      TORCH_CUDA_ARCH_LIST="8.0;9.0+PTX"
+      TORCH_CUDA_ARCH_LIST=9.0
     export TORCH_CUDA_ARCH_LIST
   fi
   echo "TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST"
-  FORCE_CUDA=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PYTHON" setup.py build_ext --inplace >>"$OUT/build.log" 2>&1 ||
-    { tail -n 40 "$OUT/build.log"; fail "build (see build.log)"; return 1; }
-  "$PYTHON" -m vae_ext info | tee -a "$OUT/build.log"
-  "$PYTHON" -c "import sys, vae_ext; sys.exit(0 if vae_ext.build_info()['cuda_kernels'] else 1)" ||
-    { fail "vae_ext was built without its CUDA kernels"; return 1; }
-}
-
-run_tests() {
-  stage tests
-  # shellcheck disable=SC2086  # PYTEST_ARGS is a list of words
-  "$PYTHON" -m pytest -ra -p no:cacheprovider ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/pytest.log" | tail -n 30 ||
-    fail "tests (see pytest.log)"
-}
-
-run_bench() {
-  stage benchmark
-  # shellcheck disable=SC2086  # BENCH_ARGS is a list of words
-  "$PYTHON" -m vae_ext bench --device cuda --sizes "${BENCH_SIZES:-gpu}" ${BENCH_ARGS:-} \
-    --json "$OUT/bench-cuda.json" 2>&1 | tee "$OUT/bench-cuda.log" | grep -v '^\[' ||
-    fail "benchmark (see bench-cuda.log)"
-  if [ -f "$OUT/bench-cuda.json" ]; then
-    "$PYTHON" -m vae_ext bench --table "$OUT/bench-cuda.json" --plot "$OUT/bench-cuda.png" >"$OUT/bench-cuda.md" ||
-      fail "markdown table or plot"
+  FORCE_CUDA=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PYTHON" setup.py build_ext --inplace || return 1
+  "$PYTHON" -m vae_ext info
+  if "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)"; then
+    "$PYTHON" -c "import sys, vae_ext; sys.exit(0 if vae_ext.build_info()['cuda_kernels'] else 1)" ||
+      { echo "vae_ext was built without its CUDA kernels"; return 1; }
+  else
+    ((dry_run)) || { echo "the torch of $PYTHON has no CUDA"; return 1; }
+    echo "dry run: a CPU torch, the CPU kernels were built"
   fi
 }
 
-stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(build test bench)
-environment
-if build; then
-  for name in "${stages[@]}"; do
-    case "$name" in
-      build) ;;
-      test) run_tests ;;
-      bench) run_bench ;;
-      *) fail "unknown stage '$name' (build, test, bench)" ;;
-    esac
+run_tests() {
+  # shellcheck disable=SC2086  # PYTEST_ARGS is a list of words
+  "$PYTHON" -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:--k cuda} || return 1
+  "$PYTHON" benchmarks/sanitizer_cases.py --device "$device" --compare
+}
+
+find_sanitizer() {
+  local candidate
+  for candidate in "${COMPUTE_SANITIZER:-}" "$(command -v compute-sanitizer)" \
+    "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer" /usr/local/cuda/bin/compute-sanitizer; do
+    [ -n "$candidate" ] && [ -x "$candidate" ] && echo "$candidate" && return 0
   done
-fi
-stage "done, status $status; files in $OUT"
+  return 1
+}
+
+sanitize() {
+  local tool=$1 sanitizer
+  sanitizer=$(find_sanitizer) || { echo "SKIP: compute-sanitizer not found"; return 77; }
+  local cases=(benchmarks/sanitizer_cases.py --device "$device")
+  ((dry_run)) && cases=(benchmarks/sanitizer_cases.py --list)
+  # No caching allocator: each tensor is its own allocation, so memcheck sees its end.
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$sanitizer" --tool "$tool" --error-exitcode 1 \
+    "$PYTHON" "${cases[@]}"
+}
+
+run_bench() {
+  local sizes=${BENCH_SIZES:-gpu}
+  ((dry_run)) && sizes=quick
+  # shellcheck disable=SC2086  # BENCH_ARGS is a list of words
+  "$PYTHON" -m vae_ext bench --device "$device" --sizes "$sizes" ${BENCH_ARGS---no-compile} \
+    --quiet --json "$OUT/bench-cuda.json" || return 1
+  "$PYTHON" -m vae_ext bench --table "$OUT/bench-cuda.json" >"$OUT/bench-cuda.md" || return 1
+  "$PYTHON" -m vae_ext bench --table "$OUT/bench-cuda.json" --plot "$OUT/bench-cuda.png" >/dev/null ||
+    echo "no plot (bench --plot needs matplotlib)"
+}
+
+export PYTHON OUT device dry_run
+export -f environment build run_tests find_sanitizer sanitize run_bench
+
+stage env 45 "$summary" bash -c environment
+stage build 150 "$OUT/build.log" bash -c build
+stage tests 80 "$OUT/tests.log" bash -c run_tests
+stage memcheck 45 "$OUT/sanitizer.log" bash -c "sanitize memcheck"
+stage racecheck 45 "$OUT/sanitizer.log" bash -c "sanitize racecheck"
+stage synccheck 30 "$OUT/sanitizer.log" bash -c "sanitize synccheck"
+stage bench 90 "$OUT/bench-cuda.log" bash -c run_bench
+echo "=== done, status $status; $(find "$OUT" -maxdepth 1 -type f | wc -l) files in $OUT" | tee -a "$summary"
 exit $status

@@ -5,8 +5,11 @@
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define VAE_HD __host__ __device__ __forceinline__
+#define VAE_HD_MEMBER __host__ __device__ __forceinline__
 #elif defined(__GNUC__)
 #define VAE_HD static inline __attribute__((always_inline))
+#define VAE_HD_MEMBER inline __attribute__((always_inline))
 #else
 #define VAE_HD static inline
+#define VAE_HD_MEMBER inline
 #endif

@@ -49,11 +49,17 @@ inline std::optional<PriorView> optional_prior(const OptTensor& p, const char* n
 
 inline at::Tensor defined_or_empty(const OptTensor& t) { return t.has_value() ? *t : at::Tensor(); }
 
-// Checks shared by every op: mu, logvar, and eps or seed.
+// Checks shared by every op: mu, logvar, and the source of the sample's noise: eps or seed,
+// never both (either could rebuild z: ambiguous), and one of them when the op needs a sample.
 inline void check_inputs(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps,
-                         const at::Tensor& seed, const char* op) {
+                         const at::Tensor& seed, bool needs_sample, const char* op) {
   check_latent(mu, op);
   check_like_mu(logvar, "logvar", mu, op);
+  TORCH_CHECK_VALUE(!(eps.defined() && seed.defined()), op,
+                    ": eps and seed are both given; pass one of them, not both");
+  TORCH_CHECK_VALUE(!needs_sample || eps.defined() || seed.defined(), op,
+                    ": pass exactly one of eps and seed (the noise of the sample, or the seed ",
+                    "that regenerates it)");
   if (eps.defined()) check_like_mu(eps, "eps", mu, op);
   if (seed.defined()) check_seed(seed, mu, op);
 }
@@ -64,7 +70,7 @@ struct OpFront {
                                   const at::Tensor& eps, const at::Tensor& seed,
                                   const OptTensor& prior_mu, const OptTensor& prior_logvar,
                                   bool want_z, bool want_kl, const char* op) {
-    check_inputs(mu, logvar, eps, seed, op);
+    check_inputs(mu, logvar, eps, seed, want_z, op);
     ForwardArgs a;
     a.shape = latent_shape(mu);
     a.mu = as_row_blocks(mu);
@@ -104,11 +110,8 @@ struct OpFront {
   static std::tuple<at::Tensor, at::Tensor> reparameterize_kl(
       const at::Tensor& mu, const at::Tensor& logvar, const OptTensor& eps, const OptTensor& seed,
       const OptTensor& prior_mu, const OptTensor& prior_logvar) {
-    const at::Tensor e = defined_or_empty(eps), s = defined_or_empty(seed);
-    TORCH_CHECK_VALUE(e.defined() != s.defined(),
-                      "reparameterize_kl: pass exactly one of eps and seed");
-    const auto a =
-        forward_args(mu, logvar, e, s, prior_mu, prior_logvar, true, true, "reparameterize_kl");
+    const auto a = forward_args(mu, logvar, defined_or_empty(eps), defined_or_empty(seed), prior_mu,
+                                prior_logvar, true, true, "reparameterize_kl");
     Forward(a);
     return {a.z, a.kl};
   }
@@ -121,16 +124,14 @@ struct OpFront {
     BackwardArgs a;
     a.eps = defined_or_empty(eps);
     a.seed = defined_or_empty(seed);
-    check_inputs(mu, logvar, a.eps, a.seed, op);
+    const at::Tensor gz = defined_or_empty(grad_z);
+    check_inputs(mu, logvar, a.eps, a.seed, gz.defined(), op);
     a.shape = latent_shape(mu);
     a.mu = as_row_blocks(mu);
     a.logvar = as_row_blocks(logvar);
     if (a.eps.defined()) a.eps = as_row_blocks(a.eps);
-    const at::Tensor gz = defined_or_empty(grad_z);
     if (gz.defined()) {
       check_like_mu(gz, "grad_z", mu, op);
-      TORCH_CHECK_VALUE(a.eps.defined() || a.seed.defined(), op,
-                        ": grad_z needs eps or seed to rebuild the sample");
       a.grad_z = as_row_blocks(gz);
     }
     const at::Tensor gk = defined_or_empty(grad_kl);

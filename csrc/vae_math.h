@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "macros.h"
 #include "philox.h"
@@ -12,19 +13,32 @@
 namespace vae_ext {
 
 // ----------------------------------------------------------------------------------------
-// exp and expm1 for float, as plain IEEE arithmetic: the CPU kernels vectorize them and the
-// CUDA kernels run the same steps, so z and the KL terms agree to the bit across devices.
-// x = n ln2 + r, |r| <= ln2/2; expm1(r) by its Taylor series to r^7 (truncation < 0.2 ulp);
-// 2^n applied as two factors so that results down to the subnormal range stay exact.
+// exp and expm1 for float and double, as plain IEEE arithmetic: the CPU kernels vectorize
+// them, the CUDA kernels run the same steps and vae_ext/reference.py repeats them in tensor
+// ops, so z and the KL terms agree to the bit across devices (no libm call: those differ
+// between platforms). x = n ln2 + r, |r| <= ln2/2; expm1(r) by its Taylor series to r^7
+// (float, truncation < 0.2 ulp) or r^13 (double, < 0.1 ulp); 2^n applied as two factors so
+// that results down to the subnormal range stay exact.
 
+template <typename T>
 struct ExpParts {
-  float em1_r;               // expm1(r)
-  float scale_lo, scale_hi;  // 2^n = scale_lo * scale_hi
-  float n;
+  T em1_r;               // expm1(r)
+  T scale_lo, scale_hi;  // 2^n = scale_lo * scale_hi
+  T n;
 };
 
+VAE_HD double bits_double(uint64_t u) {
+#if defined(__CUDA_ARCH__)
+  return __longlong_as_double(static_cast<long long>(u));
+#else
+  double d;
+  std::memcpy(&d, &u, sizeof d);
+  return d;
+#endif
+}
+
 // x clamped to [-104, 89] (beyond, exp is 0 or inf in float); NaN is handled by the callers.
-VAE_HD ExpParts exp_parts(float x) {
+VAE_HD ExpParts<float> exp_parts(float x) {
   float c = x > -104.0f ? x : -104.0f;
   c = c < 89.0f ? c : 89.0f;
   // Round to nearest by the 1.5 * 2^23 shift (|c / ln2| < 2^22).
@@ -43,34 +57,66 @@ VAE_HD ExpParts exp_parts(float x) {
           bits_float(static_cast<uint32_t>(ni - n_lo + 127) << 23), n};
 }
 
-VAE_HD float nan_or(float x, float value) { return x != x ? x : value; }
+// x clamped to [-746, 710] (beyond, exp is 0 or inf in double).
+VAE_HD ExpParts<double> exp_parts(double x) {
+  double c = x > -746.0 ? x : -746.0;
+  c = c < 710.0 ? c : 710.0;
+  // Round to nearest by the 1.5 * 2^52 shift.
+  const double n = (c * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0;
+  // ln 2 = ln2_hi + ln2_lo, ln2_hi with 21 trailing zero bits: n * ln2_hi is exact.
+  const double r = (c - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
+  double p = 1.6059043836821614599e-10;  // 1/13!
+  p = p * r + 2.0876756987868098979e-9;
+  p = p * r + 2.5052108385441718775e-8;
+  p = p * r + 2.7557319223985890653e-7;
+  p = p * r + 2.7557319223985890653e-6;
+  p = p * r + 2.4801587301587301587e-5;
+  p = p * r + 1.9841269841269841270e-4;
+  p = p * r + 1.3888888888888888889e-3;
+  p = p * r + 8.3333333333333333333e-3;
+  p = p * r + 4.1666666666666666667e-2;
+  p = p * r + 1.6666666666666666667e-1;
+  p = p * r + 0.5;
+  const int32_t ni = static_cast<int32_t>(n);
+  const int32_t n_lo = ni >> 1;
+  return {r + (r * r) * p, bits_double(static_cast<uint64_t>(n_lo + 1023) << 52),
+          bits_double(static_cast<uint64_t>(ni - n_lo + 1023) << 52), n};
+}
 
-VAE_HD float exp_scaled(const ExpParts& p) { return ((1.0f + p.em1_r) * p.scale_lo) * p.scale_hi; }
+template <typename T>
+VAE_HD T nan_or(T x, T value) {
+  return x != x ? x : value;
+}
 
-// Max error 1.01 ulp against float64.
-VAE_HD float exp_f32(float x) { return nan_or(x, exp_scaled(exp_parts(x))); }
+template <typename T>
+VAE_HD T exp_scaled(const ExpParts<T>& p) {
+  return ((T(1) + p.em1_r) * p.scale_lo) * p.scale_hi;
+}
 
-VAE_HD float exp_of(float x) { return exp_f32(x); }
-VAE_HD double exp_of(double x) { return ::exp(x); }
+// Max error (tests/test_exp_accuracy.py): 1.01 ulp (float), 1 ulp (double).
+template <typename T>
+VAE_HD T exp_of(T x) {
+  return nan_or(x, exp_scaled(exp_parts(x)));
+}
 
 // e^(x/2) and expm1(x). The kernels need both for one logvar (sigma for z, expm1 for the KL
 // and its gradients), so expm1(x) is taken from the same evaluation as e^(x/2):
-// expm1(x) = e (e + 2) with e = expm1(x/2), which cancels nowhere. Max error against float64:
-// 1.01 ulp and 4 ulp, measured over all floats in [-200, 180] (tests/test_math.py).
+// expm1(x) = e (e + 2) with e = expm1(x/2), which cancels nowhere. Max error of e^(x/2) and
+// expm1(x), measured on dense samples (tests/test_exp_accuracy.py): 1.01 and 4 ulp (float),
+// 1 and 4 ulp (double).
 template <typename T>
 struct HalfExp {
   T exp_half;
   T expm1;
 };
 
-VAE_HD HalfExp<float> half_exp(float x) {
-  const ExpParts p = exp_parts(0.5f * x);
-  const float exp_half = exp_scaled(p);
-  const float em1_half = p.n == 0.0f ? p.em1_r : exp_half - 1.0f;
-  return {nan_or(x, exp_half), nan_or(x, em1_half * (em1_half + 2.0f))};
+template <typename T>
+VAE_HD HalfExp<T> half_exp(T x) {
+  const ExpParts<T> p = exp_parts(T(0.5) * x);
+  const T exp_half = exp_scaled(p);
+  const T em1_half = p.n == T(0) ? p.em1_r : exp_half - T(1);
+  return {nan_or(x, exp_half), nan_or(x, em1_half * (em1_half + T(2)))};
 }
-
-VAE_HD HalfExp<double> half_exp(double x) { return {::exp(0.5 * x), ::expm1(x)}; }
 
 // expm1(x) - x given em1 = expm1(x). The difference cancels for small |x| (a posterior close
 // to the prior), so there it is the Taylor series x^2/2! + x^3/3! + ..., kept to the term

@@ -202,7 +202,7 @@ def _fake_reparameterize_sampled(mu, logvar, seed):
 
 
 def _fake_reparameterize_backward(grad_z, logvar, eps, seed):
-    reference.check_inputs("reparameterize_backward", logvar, logvar, eps=eps, seed=seed)
+    reference.check_inputs("reparameterize_backward", logvar, logvar, eps=eps, seed=seed, needs_sample=True)
     return torch.empty_like(logvar, memory_format=torch.contiguous_format)
 
 
@@ -212,13 +212,14 @@ def _fake_gaussian_kl(mu, logvar, prior_mu, prior_logvar):
 
 
 def _fake_reparameterize_kl(mu, logvar, eps, seed, prior_mu, prior_logvar):
-    reference.check_inputs("reparameterize_kl", mu, logvar, eps, seed, prior_mu, prior_logvar)
+    reference.check_inputs("reparameterize_kl", mu, logvar, eps, seed, prior_mu, prior_logvar, needs_sample=True)
     z = torch.empty_like(mu, memory_format=torch.contiguous_format)
     return z, mu.new_empty((mu.shape[0],), dtype=_opmath(mu.dtype))
 
 
 def _fake_reparameterize_kl_backward(grad_z, grad_kl, mu, logvar, eps, seed, prior_mu, prior_logvar, prior_grads):
-    reference.check_inputs("reparameterize_kl_backward", mu, logvar, eps, seed, prior_mu, prior_logvar)
+    op = "reparameterize_kl_backward"
+    reference.check_inputs(op, mu, logvar, eps, seed, prior_mu, prior_logvar, needs_sample=grad_z is not None)
     prior_shape = mu.shape if prior_grads else (0,)
     like = torch.contiguous_format
     return (

@@ -3,7 +3,8 @@
 Each function here has the signature and semantics of the op of the same name in
 ``torch.ops.vae_ext`` (schemas in csrc/ops.cpp). The sampler reproduces csrc/philox.h step
 for step in float32 tensor ops, so its ε is bit-identical to the compiled kernels'. The KL
-and gradients follow docs/design.md section 2, computed in float32 for half inputs.
+and gradients follow docs/design.md section 2, computed in float32 for half inputs; the KL is
+the kernels' to the bit (their exp/expm1 and their summation order, csrc/row_sum.h).
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ def check_prior(p, name, mu, op):
         )
 
 
-def check_inputs(op, mu, logvar, eps=None, seed=None, prior_mu=None, prior_logvar=None):
-    """The argument checks of csrc/op_args.h, with the same messages."""
+def check_inputs(op, mu, logvar, eps=None, seed=None, prior_mu=None, prior_logvar=None, needs_sample=False):
+    """The argument checks of csrc/op_front.h and csrc/op_args.h, with the same messages.
+
+    ``needs_sample``: the op builds z or its gradient, so exactly one of eps and seed must be
+    given; eps and seed together are rejected always (either could rebuild z: ambiguous)."""
     if not isinstance(mu, torch.Tensor) or mu.dtype not in _FLOAT_DTYPES:
         dtype = mu.dtype if isinstance(mu, torch.Tensor) else type(mu).__name__
         raise TypeError(
@@ -60,6 +64,12 @@ def check_inputs(op, mu, logvar, eps=None, seed=None, prior_mu=None, prior_logva
     if mu.dim() < 1:
         raise ValueError(f"{op}: mu must have a batch dimension (dim >= 1), got a 0-d tensor")
     _check_like_mu(logvar, "logvar", mu, op)
+    if eps is not None and seed is not None:
+        raise ValueError(f"{op}: eps and seed are both given; pass one of them, not both")
+    if needs_sample and eps is None and seed is None:
+        raise ValueError(
+            f"{op}: pass exactly one of eps and seed (the noise of the sample, or the seed that regenerates it)"
+        )
     if eps is not None:
         _check_like_mu(eps, "eps", mu, op)
     if seed is not None:
@@ -204,23 +214,156 @@ def _prior_or_zero(p, like):
     return like.new_zeros(()) if p is None else _compute(p)
 
 
-def expm1_minus_x(x):
+# exp and expm1 of csrc/vae_math.h step for step, in float32 or float64 tensor ops (each op
+# rounds once, as the kernels' do), so the KL terms are the kernels' to the bit. The
+# constants are the header's: a Python float rounds to the tensor's dtype as the C++
+# literal does. Differentiable (losses.py takes gradients of the KL terms).
+_EXP_FLOAT = {
+    "clamp": (-104.0, 89.0),
+    "shift": 12582912.0,
+    "ln2": (0.693359375, -2.12194440e-4),
+    "poly": (1.98412698e-4, 1.38888889e-3, 8.33333333e-3, 4.16666667e-2, 1.66666667e-1, 0.5),
+    "bias": 127,
+    "mantissa": 23,
+    "int": torch.int32,
+}
+_EXP_DOUBLE = {
+    "clamp": (-746.0, 710.0),
+    "shift": 6755399441055744.0,
+    "ln2": (6.93147180369123816490e-01, 1.90821492927058770002e-10),
+    "poly": (
+        1.6059043836821614599e-10,
+        2.0876756987868098979e-9,
+        2.5052108385441718775e-8,
+        2.7557319223985890653e-7,
+        2.7557319223985890653e-6,
+        2.4801587301587301587e-5,
+        1.9841269841269841270e-4,
+        1.3888888888888888889e-3,
+        8.3333333333333333333e-3,
+        4.1666666666666666667e-2,
+        1.6666666666666666667e-1,
+        0.5,
+    ),
+    "bias": 1023,
+    "mantissa": 52,
+    "int": torch.int64,
+}
+_EXPM1_MINUS_X = {
+    torch.float32: (2.48015873e-5, 1.98412698e-4, 1.38888889e-3, 8.33333333e-3, 4.16666667e-2, 1.66666667e-1, 0.5),
+    torch.float64: (
+        2.08767569878680990e-9,
+        2.50521083854417188e-8,
+        2.75573192239858907e-7,
+        2.75573192239858907e-6,
+        2.48015873015873016e-5,
+        1.98412698412698413e-4,
+        1.38888888888888889e-3,
+        8.33333333333333333e-3,
+        4.16666666666666667e-2,
+        1.66666666666666667e-1,
+        0.5,
+    ),
+}
+
+
+def _exp_parts(x):
+    """(expm1(r), 2^n as two factors, n) of x = n ln2 + r: vae_math.h exp_parts."""
+    k = _EXP_FLOAT if x.dtype == torch.float32 else _EXP_DOUBLE
+    lo, hi = k["clamp"]
+    c = torch.where(x > lo, x, lo)
+    c = torch.where(c < hi, c, hi)
+    # n is piecewise constant in x: detached, autograd differentiates the polynomial in r.
+    n = ((c * 1.4426950408889634 + k["shift"]) - k["shift"]).detach()
+    ln2_hi, ln2_lo = k["ln2"]  # ln 2 = ln2_hi + ln2_lo, n * ln2_hi exact
+    r = (c - n * ln2_hi) - n * ln2_lo
+    coefficients = k["poly"]
+    p = torch.full_like(r, coefficients[0])
+    for coefficient in coefficients[1:]:
+        p = p * r + coefficient
+    ni = n.to(torch.int32).to(k["int"])
+    n_lo = ni >> 1
+    bits_dtype = x.dtype
+    scale_lo = ((n_lo + k["bias"]) << k["mantissa"]).view(bits_dtype)
+    scale_hi = ((ni - n_lo + k["bias"]) << k["mantissa"]).view(bits_dtype)
+    return r + (r * r) * p, scale_lo, scale_hi, n
+
+
+def _exp_scaled(em1_r, scale_lo, scale_hi):
+    return ((1.0 + em1_r) * scale_lo) * scale_hi
+
+
+def _nan_or(x, value):
+    return torch.where(torch.isnan(x), x, value)
+
+
+def exp_of(x):
+    """e^x as the kernels compute it (float32 or float64)."""
+    em1_r, scale_lo, scale_hi, _ = _exp_parts(x)
+    return _nan_or(x, _exp_scaled(em1_r, scale_lo, scale_hi))
+
+
+def half_exp(x):
+    """(e^(x/2), expm1(x)) from one evaluation, as the kernels compute them."""
+    em1_r, scale_lo, scale_hi, n = _exp_parts(0.5 * x)
+    exp_half = _exp_scaled(em1_r, scale_lo, scale_hi)
+    em1_half = torch.where(n == 0, em1_r, exp_half - 1.0)
+    return _nan_or(x, exp_half), _nan_or(x, em1_half * (em1_half + 2.0))
+
+
+def expm1_minus_x(x, em1=None):
     """expm1(x) - x without the cancellation at small |x| (Taylor series there), as the kernels."""
-    terms = 12 if x.dtype == torch.float64 else 8
-    p = torch.full_like(x, 1.0 / math.factorial(terms))
-    for k in range(terms - 1, 1, -1):
-        p = p * x + 1.0 / math.factorial(k)
-    return torch.where(x.abs() < 0.25, x * x * p, torch.expm1(x) - x)
+    if em1 is None:
+        em1 = half_exp(x)[1]
+    coefficients = _EXPM1_MINUS_X[x.dtype]
+    p = torch.full_like(x, coefficients[0])
+    for coefficient in coefficients[1:]:
+        p = p * x + coefficient
+    small = (x < 0.25) & (x > -0.25)
+    return torch.where(small, (x * x) * p, em1 - x)
 
 
 def kl_elementwise(mu, logvar, prior_mu=None, prior_logvar=None):
-    """Per-element KL in the compute dtype, stable form of docs/design.md section 2."""
+    """Per-element KL in the compute dtype, vae_math.h kl_standard / kl_general to the bit."""
     m, lv = _compute(mu), _compute(logvar)
     if prior_mu is None and prior_logvar is None:
         return 0.5 * (m * m + expm1_minus_x(lv))
     pm, plv = _prior_or_zero(prior_mu, m), _prior_or_zero(prior_logvar, m)
     d, dlv = m - pm, lv - plv
-    return 0.5 * (d * d * torch.exp(-plv) + expm1_minus_x(dlv))
+    return 0.5 * ((d * d) * exp_of(-plv) + expm1_minus_x(dlv))
+
+
+_SUM_LANES, _SUM_LEAF_ROWS = 16, 8
+_SUM_LEAF = _SUM_LANES * _SUM_LEAF_ROWS
+
+
+def _pairwise_halves(x, dim):
+    """(even, odd) elements along ``dim`` (even length): one level of a pairwise tree."""
+    return x.unflatten(dim, (-1, 2)).unbind(dim + 1)
+
+
+def row_sum(terms):
+    """Sum over dim 1 of [B, n] KL terms in the order of csrc/row_sum.h, with explicit adds."""
+    rows, n = terms.shape
+    if n == 0:
+        return terms.new_zeros(rows)
+    leaves = -(-n // _SUM_LEAF)
+    x = torch.nn.functional.pad(terms, (0, leaves * _SUM_LEAF - n))
+    x = x.reshape(rows, leaves, _SUM_LEAF_ROWS, _SUM_LANES)
+    while x.shape[2] > 1:  # the leaf's rows, lane by lane
+        even, odd = _pairwise_halves(x, 2)
+        x = even + odd
+    x = x.reshape(rows, leaves, _SUM_LANES)
+    while x.shape[2] > 1:  # its 16 lanes
+        even, odd = _pairwise_halves(x, 2)
+        x = even + odd
+    x = x.reshape(rows, leaves)
+    width = 1 << (leaves - 1).bit_length()
+    x = torch.nn.functional.pad(x, (0, width - leaves))
+    while x.shape[1] > 1:  # the leaves
+        even, odd = _pairwise_halves(x, 1)
+        x = even + odd
+    return x.reshape(rows)
 
 
 # --------------------------------------------------------------------------- ops
@@ -246,19 +389,17 @@ def reparameterize_sampled(mu, logvar, seed):
 def gaussian_kl(mu, logvar, prior_mu=None, prior_logvar=None):
     check_inputs("gaussian_kl", mu, logvar, prior_mu=prior_mu, prior_logvar=prior_logvar)
     kl = kl_elementwise(mu, logvar, prior_mu, prior_logvar)
-    return _rows(kl.expand(mu.shape), mu).sum(dim=1)
+    return row_sum(_rows(kl.expand(mu.shape), mu))
 
 
 def reparameterize_kl(mu, logvar, eps=None, seed=None, prior_mu=None, prior_logvar=None):
-    check_inputs("reparameterize_kl", mu, logvar, eps, seed, prior_mu, prior_logvar)
-    if (eps is None) == (seed is None):
-        raise ValueError("reparameterize_kl: pass exactly one of eps and seed")
+    check_inputs("reparameterize_kl", mu, logvar, eps, seed, prior_mu, prior_logvar, needs_sample=True)
     z = reparameterize(mu, logvar, eps) if eps is not None else reparameterize_sampled(mu, logvar, seed)
     return z, gaussian_kl(mu, logvar, prior_mu, prior_logvar)
 
 
 def reparameterize_backward(grad_z, logvar, eps=None, seed=None):
-    check_inputs("reparameterize_backward", logvar, logvar, eps=eps, seed=seed)
+    check_inputs("reparameterize_backward", logvar, logvar, eps=eps, seed=seed, needs_sample=True)
     _check_like_mu(grad_z, "grad_z", logvar, "reparameterize_backward")
     e = _compute(eps) if eps is not None else sample_eps(seed, logvar)
     lv = _compute(logvar)
@@ -270,15 +411,13 @@ def reparameterize_kl_backward(
     grad_z, grad_kl, mu, logvar, eps=None, seed=None, prior_mu=None, prior_logvar=None, prior_grads=False
 ):
     op = "reparameterize_kl_backward"
-    check_inputs(op, mu, logvar, eps, seed, prior_mu, prior_logvar)
+    check_inputs(op, mu, logvar, eps, seed, prior_mu, prior_logvar, needs_sample=grad_z is not None)
     m, lv = _compute(mu), _compute(logvar)
     g_mu = torch.zeros_like(m)
     g_lv = torch.zeros_like(m)
     g_plv = torch.zeros_like(m)
     if grad_z is not None:
         _check_like_mu(grad_z, "grad_z", mu, op)
-        if eps is None and seed is None:
-            raise ValueError(f"{op}: grad_z needs eps or seed to rebuild the sample")
         gz = _compute(grad_z)
         e = _compute(eps) if eps is not None else sample_eps(seed, mu)
         g_mu = g_mu + gz

@@ -4,9 +4,9 @@
 // arrays (a pointer into the tensor when no conversion is needed), the sampler fills a
 // chunk of normals, and one branch-free loop does the math of csrc/vae_math.h. Every loop
 // is plain C++ that GCC vectorizes; the entry points are compiled for several ISAs
-// (target_clones) and picked at load time. Rows are never split across threads, so the
-// results do not depend on the thread count, and the per-row KL is summed in a fixed
-// order: element j goes to partial sum j % kLanes, the partial sums are added pairwise.
+// (target_clones) and picked at load time. Rows are never split across threads, and the
+// per-row KL is added up in the order of csrc/row_sum.h: a leaf's rows of 16 lanes are one
+// SIMD add each, so the fixed order costs about what a plain sum would.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
@@ -19,6 +19,7 @@
 
 #include "../op_front.h"
 #include "../philox.h"
+#include "../row_sum.h"
 #include "../vae_math.h"
 #include "philox_simd.h"
 
@@ -34,8 +35,8 @@
 namespace vae_ext {
 namespace {
 
-constexpr int64_t kChunk = 512;  // a multiple of kLanes; all chunk buffers fit in L1
-constexpr int kLanes = 16;
+constexpr int64_t kChunk = 512;  // a multiple of kSumLeaf; all chunk buffers fit in L1
+static_assert(kChunk % kSumLeaf == 0, "chunks start on a leaf of the KL sum");
 constexpr int64_t kBlocks = kChunk / 4 + 16;  // Philox blocks covering kChunk elements, padded
                                               // to whole SIMD vectors
 
@@ -158,23 +159,34 @@ VAE_INLINE void for_each_tile(int64_t cols, int64_t b0, int64_t b1, bool sample,
   }
 }
 
-template <typename T>
-VAE_INLINE void add_to_lanes(T* values, int64_t n, T (&lanes)[kLanes]) {
-  const int64_t padded = (n + kLanes - 1) / kLanes * kLanes;
-  for (int64_t i = n; i < padded; ++i) values[i] = T(0);
-  for (int64_t i = 0; i < padded; i += kLanes) {
-    for (int q = 0; q < kLanes; ++q) lanes[q] += values[i + q];
+// The KL sum of a row piece's terms (terms[0, n), n <= kChunk, the piece starting on a leaf
+// boundary), leaf by leaf into `sum` (csrc/row_sum.h). terms is a kChunk buffer: the pads
+// are written into it. Rows of a leaf that are all pad are skipped (adding +0 is exact).
+template <typename T, int kDepth>
+VAE_INLINE void push_leaf_sums(T* terms, int64_t n, PairwiseSum<T, kDepth>& sum) {
+  constexpr int L = kSumLanes;
+  for (int64_t f = 0; f < n; f += kSumLeaf) {
+    T* x = terms + f;
+    const int64_t m = std::min<int64_t>(kSumLeaf, n - f);
+    alignas(64) T c[L];
+    if (m > 4 * L) {
+      std::fill(x + m, x + 8 * L, T(0));
+      for (int q = 0; q < L; ++q) {
+        c[q] = ((x[q] + x[L + q]) + (x[2 * L + q] + x[3 * L + q])) +
+               ((x[4 * L + q] + x[5 * L + q]) + (x[6 * L + q] + x[7 * L + q]));
+      }
+    } else if (m > 2 * L) {
+      std::fill(x + m, x + 4 * L, T(0));
+      for (int q = 0; q < L; ++q) c[q] = (x[q] + x[L + q]) + (x[2 * L + q] + x[3 * L + q]);
+    } else if (m > L) {
+      std::fill(x + m, x + 2 * L, T(0));
+      for (int q = 0; q < L; ++q) c[q] = x[q] + x[L + q];
+    } else {
+      std::fill(x + m, x + L, T(0));
+      for (int q = 0; q < L; ++q) c[q] = x[q];
+    }
+    sum.push(sum_lanes(c));
   }
-}
-
-template <typename T>
-VAE_INLINE T sum_lanes(const T (&lanes)[kLanes]) {
-  T level[kLanes];
-  std::copy(lanes, lanes + kLanes, level);
-  for (int width = kLanes / 2; width >= 1; width /= 2) {
-    for (int q = 0; q < width; ++q) level[q] = level[2 * q] + level[2 * q + 1];
-  }
-  return level[0];
 }
 
 // ------------------------------------------------------------------ forward
@@ -212,11 +224,11 @@ VAE_INLINE void forward_rows(const ForwardView<S>& v, int64_t b0, int64_t b1) {
   }
   alignas(64) T m_buf[kChunk], l_buf[kChunk], e_buf[kChunk], pm_buf[kChunk], pl_buf[kChunk];
   alignas(64) T z_buf[kChunk], kl_buf[kChunk];
-  T lanes[kLanes];
+  PairwiseSum<T, 32> row_kl;  // rows up to 2^39 elements
   const bool sample = kZ && v.sampled;
   for_each_tile<T>(v.cols, b0, b1, sample, v.key,
                    [&](int64_t b, int64_t j0, int64_t n, const T* normals) VAE_LAMBDA_INLINE {
-                     if (j0 == 0) std::fill(lanes, lanes + kLanes, T(0));
+                     if (j0 == 0) row_kl.count = 0;
                      const T* m = stage(v.mu, b, j0, n, m_buf);
                      const T* l = stage(v.logvar, b, j0, n, l_buf);
                      const T* e = sample ? normals : (kZ ? stage(v.eps, b, j0, n, e_buf) : nullptr);
@@ -226,8 +238,8 @@ VAE_INLINE void forward_rows(const ForwardView<S>& v, int64_t b0, int64_t b1) {
                      forward_math<T, kZ, kKl, kPrior>(n, m, l, e, pm, pl, z, kl_buf);
                      if constexpr (kZ) store(z, n, v.z + b * v.cols + j0);
                      if constexpr (kKl) {
-                       add_to_lanes(kl_buf, n, lanes);
-                       if (j0 + n == v.cols) v.kl[b] = sum_lanes(lanes);
+                       push_leaf_sums(kl_buf, n, row_kl);
+                       if (j0 + n == v.cols) v.kl[b] = row_kl.total();
                      }
                    });
 }

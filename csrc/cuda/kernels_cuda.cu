@@ -1,6 +1,6 @@
 // CUDA kernels of every op (csrc/ops.cpp): one fused pass forward (z and the per-sample KL)
-// and one backward, launched on the current stream. The kernels and the launch plan are in
-// kernels_cuda.cuh.
+// and one backward, launched on the current stream. The kernels, the launch plan and the
+// sequence of launches are in kernels_cuda.cuh.
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -15,66 +15,33 @@ namespace {
 
 int multiprocessors() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
 
-dim3 grid_of(const Tiling& t, int sms) {
-  return dim3(static_cast<unsigned>(grid_x(t, sms)), static_cast<unsigned>(t.splits));
-}
+// The launch of run_forward / run_backward: on the current stream, checked.
+struct StreamLaunch {
+  cudaStream_t stream;
 
-template <typename S>
-void launch_forward(const ForwardArgs& a) {
-  using T = at::opmath_type<S>;
-  constexpr int kVecGroup = vector_group<S>();
-  const int sms = multiprocessors();
-  const ForwardPlan<S> plan = plan_forward<S>(a, sms);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const dim3 grid = grid_of(plan.tiling, sms);
-  if (plan.vec) {
-    forward_kernel<S, kVecGroup, true><<<grid, kBlock, 0, stream>>>(plan.params, plan.tiling);
-  } else {
-    forward_kernel<S, kScalarGroup, false><<<grid, kBlock, 0, stream>>>(plan.params, plan.tiling);
-  }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  if (plan.partials.defined()) {
-    const int64_t rows = a.shape.rows;
-    const auto blocks = static_cast<unsigned>(sum_partials_blocks(rows, sms));
-    sum_partials_kernel<T><<<blocks, kBlock, 0, stream>>>(plan.params.kl, plan.tiling.splits, rows,
-                                                          a.kl.mutable_data_ptr<T>());
+  template <typename... Params, typename... Args>
+  void operator()(void (*kernel)(Params...), dim3 grid, dim3 block, const Args&... args) const {
+    kernel<<<grid, block, 0, stream>>>(args...);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-}
-
-template <typename S>
-void launch_backward(const BackwardArgs& a) {
-  constexpr int kVecGroup = vector_group<S>();
-  const int sms = multiprocessors();
-  const BackwardPlan<S> plan = plan_backward<S>(a, sms);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const dim3 grid = grid_of(plan.tiling, sms);
-  if (plan.vec) {
-    backward_kernel<S, kVecGroup, true><<<grid, kBlock, 0, stream>>>(plan.params, plan.tiling);
-  } else {
-    backward_kernel<S, kScalarGroup, false><<<grid, kBlock, 0, stream>>>(plan.params, plan.tiling);
-  }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
+};
 
 }  // namespace
 
 void forward_cuda(const ForwardArgs& a) {
-  if (a.shape.rows == 0) return;
   const c10::cuda::CUDAGuard guard(a.mu.device());
-  if (a.shape.cols == 0) {
-    if (a.kl.defined()) a.kl.zero_();
-    return;
-  }
+  const StreamLaunch launch{at::cuda::getCurrentCUDAStream()};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.mu.scalar_type(),
-                                  "vae_ext_forward_cuda", [&] { launch_forward<scalar_t>(a); });
+                                  "vae_ext_forward_cuda",
+                                  [&] { run_forward<scalar_t>(a, multiprocessors(), launch); });
 }
 
 void backward_cuda(const BackwardArgs& a) {
-  if (a.shape.rows == 0 || a.shape.cols == 0) return;
   const c10::cuda::CUDAGuard guard(a.mu.device());
+  const StreamLaunch launch{at::cuda::getCurrentCUDAStream()};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.mu.scalar_type(),
-                                  "vae_ext_backward_cuda", [&] { launch_backward<scalar_t>(a); });
+                                  "vae_ext_backward_cuda",
+                                  [&] { run_backward<scalar_t>(a, multiprocessors(), launch); });
 }
 
 }  // namespace cuda_kernels

@@ -1,21 +1,29 @@
 // Device code of the CUDA kernels and the host-side plan of a launch (which path, which
 // tiling, the kernel parameters); kernels_cuda.cu launches them and registers the ops.
 // Everything here is plain C++ apart from the CUDA qualifiers and intrinsics, so the file
-// also compiles for the host against an emulation of those (a way to run it without a GPU).
+// also compiles for the host against an emulation of those: tests/cuda_emulation/ runs it
+// on CPU threads and compares it with the CPU kernels.
 //
-// Work layout. Row b of the [rows, cols] view is cut into groups of G consecutive elements
-// whose flat index b * cols + j starts at a multiple of 4, so one Philox block (four
-// normals) serves four elements. The vector path (cols % G == 0, every operand 16-byte
-// aligned with a row stride that keeps it so) moves a group with 16-byte loads and stores;
-// the scalar path takes groups of 4 aligned to the flat index, which may start before
-// column 0 or end past the last column when cols % 4 != 0 (those lanes are masked).
+// Work layout. Row b of the [rows, cols] view is cut into groups of G consecutive elements.
+// The vector path (cols % G == 0, every operand 16-byte aligned with a row stride that keeps
+// it so) moves a group with 16-byte loads and stores; the scalar path takes groups of 4.
+// Groups start at a column that is a multiple of G, except where the scalar path samples z
+// or rebuilds it in backward with cols % 4 != 0: there groups are aligned to the flat index
+// b * cols + j, so that one Philox block (four normals) serves four elements, and may start
+// before column 0 or end past the last column (those lanes are masked).
 //
 // A team of `team` threads (a power of two, up to a block) owns a row; a block holds
 // kBlock / team teams, so short rows pack several to a block and long rows take a block,
-// or `splits` blocks (gridDim.y) when there are too few rows to fill the GPU. The per-row
-// KL is summed per thread in a fixed order, then across the team by warp shuffles and a
-// fixed-order pass over the block's warp sums; split rows write one partial per block and
-// a second kernel adds them in order. No atomics: the KL is bit-reproducible.
+// or `splits` blocks (gridDim.y; blocks loop past its limit) when there are too few rows to
+// fill the GPU or a row is longer than a split may be. Split y of a row takes a contiguous
+// run of team * iterations groups, `iterations` a power of two.
+//
+// The per-row KL is added up in the order of csrc/row_sum.h, whatever the plan: in each
+// team-wide step the team's terms (a whole number of leaves, or a row shorter than a leaf)
+// are reduced by warp shuffles in exactly that tree (team_step_sum), the steps of a split
+// are combined by PairwiseSum, and split rows write one partial per split that a second
+// kernel combines the same way. So the KL does not depend on the SM count, the team size,
+// the path or the outputs requested, and equals the CPU kernels' and the reference's.
 #pragma once
 
 #include <ATen/OpMathType.h>
@@ -29,6 +37,7 @@
 
 #include "../op_front.h"
 #include "../philox.h"
+#include "../row_sum.h"
 #include "../vae_math.h"
 
 namespace vae_ext {
@@ -38,6 +47,18 @@ constexpr int kBlock = 256;  // threads per block
 constexpr int kWarp = 32;
 constexpr int kGroupsPerThread = 4;  // groups a thread should get before teams grow
 constexpr int kScalarGroup = 4;      // elements per group on the scalar path
+// Team-wide steps per split: at most half what PairwiseSum<T, step_depth<S>()> can hold. A
+// small depth keeps it in registers (float64 has fewer to spare); longer rows take more
+// splits.
+template <typename S>
+constexpr int step_depth() {
+  return sizeof(S) == 8 ? 2 : 4;
+}
+
+template <typename S>
+constexpr int64_t max_iterations() {
+  return int64_t{1} << (step_depth<S>() - 1);
+}
 
 // Elements per group on the vector path: at least one 16-byte word and one Philox block.
 template <typename S>
@@ -54,9 +75,10 @@ constexpr int min_blocks() {
 
 struct Tiling {
   int64_t rows, cols;
-  int64_t row_tiles;  // ceil(rows / (kBlock / team))
-  int team;           // threads per row: a power of two in [1, kBlock]
-  int splits;         // blocks per row; > 1 only when team == kBlock
+  int64_t row_tiles;   // ceil(rows / (kBlock / team))
+  int team;            // threads per row: a power of two in [1, kBlock]
+  int64_t splits;      // runs of `iterations` steps per row; > 1 only when team == kBlock
+  int64_t iterations;  // team-wide steps per split: a power of two <= max_iterations<S>()
 };
 
 template <typename S>
@@ -158,7 +180,7 @@ __device__ __forceinline__ bool lane_inside(int64_t j0, int e, int64_t cols) {
 
 // ------------------------------------------------------------------------- team mapping
 
-// First column of row b's group 0 (<= 0: the scalar path aligns groups to the flat index).
+// First column of row b's group 0 for a flat-aligned loop (<= 0 on the scalar path).
 template <bool kVec>
 __device__ __forceinline__ int64_t group_origin(int64_t b, int64_t cols) {
   return kVec ? 0 : -((b * cols) & 3);
@@ -169,38 +191,73 @@ __device__ __forceinline__ int64_t group_count(int64_t origin, int64_t cols) {
   return (cols - origin + G - 1) / G;
 }
 
-// Sum of v over the team of this thread; every thread of the block must call it. The
-// result is the same in every thread of the team and does not depend on timing.
-template <typename T>
-__device__ __forceinline__ T team_sum(T v, int team, T* warp_sums) {
-  const int width = team < kWarp ? team : kWarp;
-  for (int offset = width / 2; offset > 0; offset /= 2) {
-    v += __shfl_xor_sync(0xffffffffu, v, offset);
+__device__ __forceinline__ int64_t min_of(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// The KL sum of one team-wide step in the order of csrc/row_sum.h. Thread `rank` of the team
+// holds the terms of columns [rank * G, rank * G + G) of the step (0 for missing ones); the
+// step is a whole number of leaves, or, for a team narrower than a leaf, the whole row. Every
+// thread of the block must call it; every thread of the team gets the sum. A shuffle partner
+// outside the team (offset >= team) would hold pad terms only, so those levels are skipped.
+template <typename T, int G>
+__device__ __forceinline__ T team_step_sum(T (&v)[G], int team, T* warp_sums) {
+  constexpr int kRowThreads = kSumLanes / G;  // threads holding one row of a leaf
+  constexpr int kLeafThreads = kSumLeaf / G;  // threads holding one leaf
+  static_assert(kSumLanes % G == 0 && kLeafThreads <= kWarp, "a leaf within a warp");
+  // 1. The leaf's rows, lane by lane: a pairwise tree over the threads kRowThreads apart.
+#pragma unroll
+  for (int offset = kRowThreads; offset < kLeafThreads; offset *= 2) {
+    if (offset < team) {
+#pragma unroll
+      for (int e = 0; e < G; ++e) v[e] += __shfl_xor_sync(0xffffffffu, v[e], offset);
+    }
   }
-  if (team <= kWarp) return v;
+  // 2. The 16 lane sums: pairwise within the thread, then across the row's threads.
+#pragma unroll
+  for (int width = G / 2; width >= 1; width /= 2) {
+#pragma unroll
+    for (int e = 0; e < width; ++e) v[e] = v[2 * e] + v[2 * e + 1];
+  }
+  T sum = v[0];
+#pragma unroll
+  for (int offset = 1; offset < kRowThreads; offset *= 2) {
+    if (offset < team) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  }
+  // 3. The leaves of the warp, then the warps of the team: pairwise trees.
+#pragma unroll
+  for (int offset = kLeafThreads; offset < kWarp; offset *= 2) {
+    if (offset < team) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  }
+  if (team <= kWarp) return sum;
   const int warp = threadIdx.x / kWarp;
-  __syncthreads();  // the previous tile's readers are done with warp_sums
-  if (threadIdx.x % kWarp == 0) warp_sums[warp] = v;
+  __syncthreads();  // the previous step's readers are done with warp_sums
+  if (threadIdx.x % kWarp == 0) warp_sums[warp] = sum;
   __syncthreads();
-  const int warps_per_team = team / kWarp;
-  const int first = warp / warps_per_team * warps_per_team;
-  T total = warp_sums[first];
-  for (int w = 1; w < warps_per_team; ++w) total += warp_sums[first + w];
-  return total;
+  const int warps = team / kWarp;
+  const int first = warp / warps * warps;
+  T level[kBlock / kWarp];
+#pragma unroll
+  for (int w = 0; w < kBlock / kWarp; ++w) level[w] = w < warps ? warp_sums[first + w] : T(0);
+#pragma unroll
+  for (int width = kBlock / kWarp / 2; width >= 1; width /= 2) {
+#pragma unroll
+    for (int w = 0; w < width; ++w) level[w] = level[2 * w] + level[2 * w + 1];
+  }
+  return level[0];
 }
 
 // ------------------------------------------------------------------------- forward
 
-// Writes z for one group and returns the group's KL sum (0 when the KL is not wanted).
-template <typename S, int G, bool kVec>
-__device__ __forceinline__ at::opmath_type<S> forward_group(const ForwardParams<S>& p,
-                                                            PhiloxKey key, int64_t b, int64_t j0,
-                                                            int64_t cols) {
+// One group of row b starting at column j0: writes z when `z`, and the group's KL terms into
+// `terms` when kKl (0 for lanes outside the row).
+template <typename S, int G, bool kVec, bool kKl>
+__device__ __forceinline__ void forward_group(const ForwardParams<S>& p, PhiloxKey key, int64_t b,
+                                              int64_t j0, int64_t cols, bool z_wanted,
+                                              at::opmath_type<S> (&terms)[G]) {
   using T = at::opmath_type<S>;
   S mu[G], lv[G];
   load_group<S, G, kVec>(p.mu, b, j0, cols, mu);
   load_group<S, G, kVec>(p.logvar, b, j0, cols, lv);
-  if (p.z != nullptr) {
+  if (z_wanted) {
     S eps[G], z[G];
     load_group<S, G, kVec>(p.eps, b, j0, cols, eps);
 #pragma unroll
@@ -215,30 +272,31 @@ __device__ __forceinline__ at::opmath_type<S> forward_group(const ForwardParams<
     }
     store_group<S, G, kVec>(p.z, b, j0, cols, z);
   }
-  T sum(0);
-  if (p.kl == nullptr) return sum;
-  if (p.has_prior) {
-    S pmu[G], plv[G];
-    load_group<S, G, kVec>(p.prior_mu, b, j0, cols, pmu);
-    load_group<S, G, kVec>(p.prior_logvar, b, j0, cols, plv);
+  if constexpr (kKl) {
+    if (p.has_prior) {
+      S pmu[G], plv[G];
+      load_group<S, G, kVec>(p.prior_mu, b, j0, cols, pmu);
+      load_group<S, G, kVec>(p.prior_logvar, b, j0, cols, plv);
 #pragma unroll
-    for (int e = 0; e < G; ++e) {
-      if (lane_inside<G, kVec>(j0, e, cols)) {
-        sum += kl_general<T>(static_cast<T>(mu[e]), static_cast<T>(lv[e]), static_cast<T>(pmu[e]),
-                             static_cast<T>(plv[e]));
+      for (int e = 0; e < G; ++e) {
+        terms[e] = lane_inside<G, kVec>(j0, e, cols)
+                       ? kl_general<T>(static_cast<T>(mu[e]), static_cast<T>(lv[e]),
+                                       static_cast<T>(pmu[e]), static_cast<T>(plv[e]))
+                       : T(0);
       }
-    }
-  } else {
+    } else {
 #pragma unroll
-    for (int e = 0; e < G; ++e) {
-      if (lane_inside<G, kVec>(j0, e, cols)) {
-        sum += kl_standard<T>(static_cast<T>(mu[e]), static_cast<T>(lv[e]));
+      for (int e = 0; e < G; ++e) {
+        terms[e] = lane_inside<G, kVec>(j0, e, cols)
+                       ? kl_standard<T>(static_cast<T>(mu[e]), static_cast<T>(lv[e]))
+                       : T(0);
       }
     }
   }
-  return sum;
 }
 
+// Groups [first, first + span) of the split this block works on; the KL loop's bounds are the
+// same for every thread of the block (team_step_sum synchronizes).
 template <typename S, int G, bool kVec>
 __global__ void __launch_bounds__(kBlock, min_blocks<S>())
     forward_kernel(const ForwardParams<S> p, const Tiling t) {
@@ -247,36 +305,67 @@ __global__ void __launch_bounds__(kBlock, min_blocks<S>())
   const int rank = threadIdx.x & (t.team - 1);
   const int rows_per_block = kBlock / t.team;
   const int64_t team_row = threadIdx.x / t.team;
-  const int64_t first_group = static_cast<int64_t>(blockIdx.y) * t.team + rank;
-  const int64_t group_stride = static_cast<int64_t>(t.team) * t.splits;
+  const int64_t span = t.team * t.iterations;
   const PhiloxKey key = p.seed != nullptr ? philox_key(*p.seed) : PhiloxKey{0u, 0u};
-  for (int64_t tile = blockIdx.x; tile < t.row_tiles; tile += gridDim.x) {
-    const int64_t b = tile * rows_per_block + team_row;
-    T acc(0);
-    if (b < t.rows) {
-      const int64_t origin = group_origin<kVec>(b, t.cols);
-      const int64_t count = group_count<G>(origin, t.cols);
-      for (int64_t k = first_group; k < count; k += group_stride) {
-        acc += forward_group<S, G, kVec>(p, key, b, origin + k * G, t.cols);
+  const bool want_z = p.z != nullptr, want_kl = p.kl != nullptr;
+  // z and the KL terms from one pass when the groups of both are column-aligned; else
+  // (scalar path, cols % 4 != 0, both wanted) z first from flat-aligned groups.
+  const bool fused = kVec || (t.cols & 3) == 0;
+  T unused[G];
+  for (int64_t split = blockIdx.y; split < t.splits; split += gridDim.y) {
+    const int64_t first = split * span;  // groups [first, first + span) of the row
+    for (int64_t tile = blockIdx.x; tile < t.row_tiles; tile += gridDim.x) {
+      const int64_t b = tile * rows_per_block + team_row;
+      const bool live = b < t.rows;
+      if (want_z && !(want_kl && fused) && live) {
+        const int64_t origin = group_origin<kVec>(b, t.cols);
+        const int64_t end = min_of(group_count<G>(origin, t.cols), first + span);
+        for (int64_t k = first + rank; k < end; k += t.team) {
+          forward_group<S, G, kVec, false>(p, key, b, origin + k * G, t.cols, true, unused);
+        }
       }
-    }
-    if (p.kl != nullptr) {
-      acc = team_sum(acc, t.team, warp_sums);
-      if (rank == 0 && b < t.rows) p.kl[b * t.splits + blockIdx.y] = acc;
+      if (!want_kl) continue;
+      // The same bounds for every thread of the block: team_step_sum synchronizes.
+      const int64_t end = min_of(group_count<G>(0, t.cols), first + span);
+      PairwiseSum<T, step_depth<S>()> sum;
+      for (int64_t step = first; step < end; step += t.team) {
+        T terms[G];
+        const int64_t k = step + rank;
+        if (live && k < end) {
+          forward_group<S, G, kVec, true>(p, key, b, k * G, t.cols, want_z && fused, terms);
+        } else {
+#pragma unroll
+          for (int e = 0; e < G; ++e) terms[e] = T(0);
+        }
+        sum.push(team_step_sum<T, G>(terms, t.team, warp_sums));
+      }
+      if (rank == 0 && live) p.kl[b * t.splits + split] = sum.total();
     }
   }
 }
 
-// kl[b] = sum of the row's partials, in split order.
+// kl[b] = the row's split partials (aligned subtrees of the same size) combined by the
+// pairwise tree of csrc/row_sum.h: a warp per row, each lane adding an aligned run of them in
+// place level by level, then the warp adding the 32 runs by shuffles.
 template <typename T>
 __global__ void __launch_bounds__(kBlock)
-    sum_partials_kernel(const T* partials, int splits, int64_t rows, T* kl) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; b < rows;
-       b += stride) {
-    T total = partials[b * splits];
-    for (int s = 1; s < splits; ++s) total += partials[b * splits + s];
-    kl[b] = total;
+    sum_partials_kernel(T* partials, int64_t splits, int64_t rows, T* kl) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (kBlock / kWarp);
+  int64_t run = 1;
+  while (run * kWarp < splits) run *= 2;
+  for (int64_t b = static_cast<int64_t>(blockIdx.x) * (kBlock / kWarp) + threadIdx.x / kWarp;
+       b < rows; b += warps) {
+    T* p = partials + b * splits;
+    const int64_t lo = lane * run, hi = min_of(lo + run, splits);
+    for (int64_t width = 1; width < run; width *= 2) {
+      for (int64_t s = lo; s + width < hi; s += 2 * width) p[s] = p[s] + p[s + width];
+    }
+    T sum = lo < splits ? p[lo] : T(0);
+    for (int offset = 1; offset < kWarp; offset *= 2) {
+      sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    }
+    if (lane == 0) kl[b] = sum;
   }
 }
 
@@ -340,17 +429,19 @@ __global__ void __launch_bounds__(kBlock, min_blocks<S>())
   const int rank = threadIdx.x & (t.team - 1);
   const int rows_per_block = kBlock / t.team;
   const int64_t team_row = threadIdx.x / t.team;
-  const int64_t first_group = static_cast<int64_t>(blockIdx.y) * t.team + rank;
-  const int64_t group_stride = static_cast<int64_t>(t.team) * t.splits;
+  const int64_t span = t.team * t.iterations;
   const PhiloxKey key = p.seed != nullptr ? philox_key(*p.seed) : PhiloxKey{0u, 0u};
-  for (int64_t tile = blockIdx.x; tile < t.row_tiles; tile += gridDim.x) {
-    const int64_t b = tile * rows_per_block + team_row;
-    if (b >= t.rows) continue;
-    const T g_kl = p.grad_kl != nullptr ? p.grad_kl[b] : T(0);
-    const int64_t origin = group_origin<kVec>(b, t.cols);
-    const int64_t count = group_count<G>(origin, t.cols);
-    for (int64_t k = first_group; k < count; k += group_stride) {
-      backward_group<S, G, kVec>(p, key, g_kl, b, origin + k * G, t.cols);
+  for (int64_t split = blockIdx.y; split < t.splits; split += gridDim.y) {
+    const int64_t first = split * span;
+    for (int64_t tile = blockIdx.x; tile < t.row_tiles; tile += gridDim.x) {
+      const int64_t b = tile * rows_per_block + team_row;
+      if (b >= t.rows) continue;
+      const T g_kl = p.grad_kl != nullptr ? p.grad_kl[b] : T(0);
+      const int64_t origin = group_origin<kVec>(b, t.cols);
+      const int64_t end = min_of(group_count<G>(origin, t.cols), first + span);
+      for (int64_t k = first + rank; k < end; k += t.team) {
+        backward_group<S, G, kVec>(p, key, g_kl, b, origin + k * G, t.cols);
+      }
     }
   }
 }
@@ -364,18 +455,32 @@ inline int64_t target_blocks(int multiprocessors) {
   return int64_t{multiprocessors} * (2048 / kBlock) * 2;
 }
 
-inline Tiling make_tiling(int64_t rows, int64_t cols, int group, int multiprocessors) {
-  // Upper bound of the groups of a row (the scalar path's first and last may be partial).
-  const int64_t groups = ceil_div(cols, group) + 1;
+// Groups of the longest row: column-aligned groups of `group`, or on the scalar path
+// (vec false) with cols % 4 != 0 groups of 4 aligned to the flat index, which may start up
+// to 3 columns before column 0.
+inline int64_t row_groups(int64_t cols, int group, bool vec) {
+  return ceil_div(cols + (!vec && cols % 4 != 0 ? 3 : 0), group);
+}
+
+inline Tiling make_tiling(int64_t rows, int64_t cols, int group, bool vec, int64_t max_iterations,
+                          int multiprocessors) {
+  const int64_t groups = row_groups(cols, group, vec);
+  // Enough threads for kGroupsPerThread groups each, and a whole leaf of the KL sum (or the
+  // whole row) per team-wide step (team_step_sum).
+  const int64_t leaf_groups = kSumLeaf / group;
   int team = 1;
-  while (team < kBlock && int64_t{team} * kGroupsPerThread < groups) team *= 2;
-  Tiling t{rows, cols, ceil_div(rows, kBlock / team), team, 1};
-  const int64_t target = target_blocks(multiprocessors);
-  if (team == kBlock && rows < target) {
-    const int64_t wanted = std::min(ceil_div(groups, kBlock), ceil_div(target, rows));
-    t.splits = static_cast<int>(std::clamp<int64_t>(wanted, 1, 65535));
+  while (team < kBlock &&
+         (int64_t{team} * kGroupsPerThread < groups || (team < groups && team < leaf_groups))) {
+    team *= 2;
   }
-  return t;
+  const int64_t steps = ceil_div(groups, team);
+  int64_t wanted = 1;  // splits that would fill the GPU
+  const int64_t target = target_blocks(multiprocessors);
+  if (team == kBlock && rows < target) wanted = std::min(steps, ceil_div(target, rows));
+  // Each split a power-of-two run of steps (a subtree of the KL sum), none of them idle.
+  int64_t iterations = 1;
+  while (iterations < max_iterations && iterations * wanted < steps) iterations *= 2;
+  return {rows, cols, ceil_div(rows, kBlock / team), team, ceil_div(steps, iterations), iterations};
 }
 
 // gridDim.x: the row tiles, capped (the kernels loop over the rest).
@@ -383,8 +488,11 @@ inline int64_t grid_x(const Tiling& t, int multiprocessors) {
   return std::min(t.row_tiles, int64_t{multiprocessors} * (2048 / kBlock) * 8);
 }
 
+// gridDim.y: the splits, capped at CUDA's limit (the kernels loop over the rest).
+inline int64_t grid_y(const Tiling& t) { return std::min<int64_t>(t.splits, 65535); }
+
 inline int64_t sum_partials_blocks(int64_t rows, int multiprocessors) {
-  return std::min(ceil_div(rows, kBlock), target_blocks(multiprocessors));
+  return std::min(ceil_div(rows, kBlock / kWarp), target_blocks(multiprocessors));
 }
 
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -450,7 +558,8 @@ ForwardPlan<S> plan_forward(const ForwardArgs& a, int multiprocessors) {
              vectorizable(p.logvar, kVecGroup) && vectorizable(p.eps, kVecGroup) &&
              vectorizable(p.prior_mu, kVecGroup) && vectorizable(p.prior_logvar, kVecGroup) &&
              vectorizable_output(p.z);
-  plan.tiling = make_tiling(rows, cols, plan.vec ? kVecGroup : kScalarGroup, multiprocessors);
+  plan.tiling = make_tiling(rows, cols, plan.vec ? kVecGroup : kScalarGroup, plan.vec,
+                            max_iterations<S>(), multiprocessors);
   if (p.kl != nullptr && plan.tiling.splits > 1) {
     const at::Tensor partials = at::empty({rows, plan.tiling.splits}, a.kl.options());
     p.kl = partials.mutable_data_ptr<T>();
@@ -488,9 +597,53 @@ BackwardPlan<S> plan_backward(const BackwardArgs& a, int multiprocessors) {
              vectorizable(p.prior_logvar, kVecGroup) && vectorizable_output(p.grad_mu) &&
              vectorizable_output(p.grad_logvar) && vectorizable_output(p.grad_prior_mu) &&
              vectorizable_output(p.grad_prior_logvar);
-  plan.tiling =
-      make_tiling(a.shape.rows, cols, plan.vec ? kVecGroup : kScalarGroup, multiprocessors);
+  plan.tiling = make_tiling(a.shape.rows, cols, plan.vec ? kVecGroup : kScalarGroup, plan.vec,
+                            max_iterations<S>(), multiprocessors);
   return plan;
+}
+
+// ------------------------------------------------------------------------- launches
+
+// The kernel launches of one call, in order. launch(kernel, grid, block, args...) runs
+// kernel<<<grid, block>>>(args...): on the current stream in kernels_cuda.cu, on emulated
+// threads in the CPU emulation (tests/cuda_emulation/), which so runs exactly these plans.
+template <typename S, typename Launch>
+void run_forward(const ForwardArgs& a, int multiprocessors, Launch&& launch) {
+  using T = at::opmath_type<S>;
+  constexpr int kVecGroup = vector_group<S>();
+  if (a.shape.rows == 0) return;
+  if (a.shape.cols == 0) {
+    if (a.kl.defined()) a.kl.zero_();
+    return;
+  }
+  const ForwardPlan<S> plan = plan_forward<S>(a, multiprocessors);
+  const dim3 grid(static_cast<unsigned>(grid_x(plan.tiling, multiprocessors)),
+                  static_cast<unsigned>(grid_y(plan.tiling)));
+  if (plan.vec) {
+    launch(forward_kernel<S, kVecGroup, true>, grid, dim3(kBlock), plan.params, plan.tiling);
+  } else {
+    launch(forward_kernel<S, kScalarGroup, false>, grid, dim3(kBlock), plan.params, plan.tiling);
+  }
+  if (plan.partials.defined()) {
+    const int64_t rows = a.shape.rows;
+    launch(sum_partials_kernel<T>,
+           dim3(static_cast<unsigned>(sum_partials_blocks(rows, multiprocessors))), dim3(kBlock),
+           plan.params.kl, plan.tiling.splits, rows, a.kl.mutable_data_ptr<T>());
+  }
+}
+
+template <typename S, typename Launch>
+void run_backward(const BackwardArgs& a, int multiprocessors, Launch&& launch) {
+  constexpr int kVecGroup = vector_group<S>();
+  if (a.shape.rows == 0 || a.shape.cols == 0) return;
+  const BackwardPlan<S> plan = plan_backward<S>(a, multiprocessors);
+  const dim3 grid(static_cast<unsigned>(grid_x(plan.tiling, multiprocessors)),
+                  static_cast<unsigned>(grid_y(plan.tiling)));
+  if (plan.vec) {
+    launch(backward_kernel<S, kVecGroup, true>, grid, dim3(kBlock), plan.params, plan.tiling);
+  } else {
+    launch(backward_kernel<S, kScalarGroup, false>, grid, dim3(kBlock), plan.params, plan.tiling);
+  }
 }
 
 }  // namespace cuda_kernels
