@@ -265,12 +265,9 @@ void check_backward_inputs(const OptTensor& grad_z, const OptTensor& grad_kl, co
                            const Tensor& logvar, const OptTensor& eps, const OptTensor& seed,
                            const OptTensor& prior_mu, const OptTensor& prior_logvar,
                            const char* op) {
-  check_inputs(mu, logvar, value_or_undefined(eps), value_or_undefined(seed), op);
-  if (grad_z.has_value() && grad_z->defined()) {
-    check_like_mu(*grad_z, "grad_z", mu, op);
-    TORCH_CHECK_VALUE(eps.has_value() || seed.has_value(), op,
-                      ": grad_z needs eps or seed to rebuild the sample");
-  }
+  const bool sample = grad_z.has_value() && grad_z->defined();
+  check_inputs(mu, logvar, value_or_undefined(eps), value_or_undefined(seed), sample, op);
+  if (sample) check_like_mu(*grad_z, "grad_z", mu, op);
   if (grad_kl.has_value() && grad_kl->defined()) {
     TORCH_CHECK_VALUE(grad_kl->dim() == 1 && grad_kl->size(0) == mu.size(0), op,
                       ": grad_kl must have shape [", mu.size(0), "], got ", grad_kl->sizes());
