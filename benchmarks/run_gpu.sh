@@ -5,31 +5,32 @@
 #   OUT=/some/dir benchmarks/run_gpu.sh            on a CUDA machine
 #   OUT=/some/dir benchmarks/run_gpu.sh --dry-run  no GPU: every stage that can run on the CPU
 #
-# Stages (budget in seconds, BUDGET_<STAGE> overrides; the defaults add up to 485):
-#   env        45   nvidia-smi, nvcc, torch, the GPU                              -> summary.txt
-#   build      150  setup.py build_ext --inplace for the visible GPU's arch only  -> build.log
-#   tests      80   pytest -k cuda (test_cuda.py and every other CUDA test), then
-#                   benchmarks/sanitizer_cases.py --compare: every launch plan against
-#                   the CPU kernels, bit for bit                                   -> tests.log
+# Stages (budget in seconds, BUDGET_<STAGE> overrides; the defaults add up to 490):
+#   env        30   nvidia-smi, nvcc, torch, the GPU                              -> summary.txt
+#   build      140  setup.py build_ext --inplace for the visible GPU's arch only  -> build.log
+#   tests      90   pytest -k cuda (test_cuda.py and every other CUDA test)       -> tests.log
+#   compare    45   benchmarks/sanitizer_cases.py --compare: every launch plan against the
+#                   CPU kernels (z and gradients bit for bit)                      -> tests.log
 #   memcheck   45   compute-sanitizer --tool memcheck  on sanitizer_cases.py       -> sanitizer.log
-#   racecheck  45   compute-sanitizer --tool racecheck on sanitizer_cases.py       -> sanitizer.log
+#   racecheck  40   compute-sanitizer --tool racecheck on sanitizer_cases.py       -> sanitizer.log
 #   synccheck  30   compute-sanitizer --tool synccheck on sanitizer_cases.py       -> sanitizer.log
-#   bench      90   python -m vae_ext bench --device cuda --sizes gpu --no-compile
+#   bench      70   python -m vae_ext bench --device cuda --sizes gpu --no-compile --min-time 0.1
 #                   -> bench-cuda.json, bench-cuda.log, bench-cuda.md, bench-cuda.png
 # summary.txt gets the environment and one line per stage: PASS, FAIL, TIMEOUT (cut at its
 # budget) or SKIP, with its seconds.
 #
 # --dry-run (no GPU needed): env; build as configured (with a CUDA torch and nvcc it compiles
 # the CUDA kernels for TORCH_CUDA_ARCH_LIST, default 9.0, and checks they registered; with a
-# CPU torch it builds the CPU kernels); tests on the CPU (the CUDA tests skip) and
-# sanitizer_cases.py --device cpu --compare; the sanitizer stages run compute-sanitizer on
+# CPU torch it builds the CPU kernels); tests on the CPU (the CUDA tests skip); compare with
+# sanitizer_cases.py --device cpu; the sanitizer stages run compute-sanitizer on
 # `sanitizer_cases.py --list` when it is installed (else SKIP); bench --device cpu on the
-# quick sizes. It proves the commands, budgets and files, not the GPU results.
+# quick sizes. It proves the commands and the files, not the GPU results or timings.
 #
 # Environment: OUT (default ./gpu-out), PYTHON (default python3), MAX_JOBS (default nproc),
 # TORCH_CUDA_ARCH_LIST (default: the visible GPU's), PYTEST_ARGS (default "-k cuda"),
-# BENCH_SIZES (default gpu), BENCH_ARGS (default --no-compile; "" adds torch.compile, which
-# may not fit the budget), COMPUTE_SANITIZER (path; default: found on PATH or in the toolkit).
+# BENCH_SIZES (default gpu), BENCH_ARGS (default "--no-compile --min-time 0.1"; "" adds
+# torch.compile, which may not fit the budget), COMPUTE_SANITIZER (path; default: found on
+# PATH or in the toolkit).
 # Exit status: 0 when every stage passed or was skipped, else 1.
 set -uo pipefail
 
@@ -112,7 +113,10 @@ build() {
 
 run_tests() {
   # shellcheck disable=SC2086  # PYTEST_ARGS is a list of words
-  "$PYTHON" -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:--k cuda} || return 1
+  "$PYTHON" -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:--k cuda}
+}
+
+compare_plans() {
   "$PYTHON" benchmarks/sanitizer_cases.py --device "$device" --compare
 }
 
@@ -139,7 +143,7 @@ run_bench() {
   local sizes=${BENCH_SIZES:-gpu}
   ((dry_run)) && sizes=quick
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of words
-  "$PYTHON" -m vae_ext bench --device "$device" --sizes "$sizes" ${BENCH_ARGS---no-compile} \
+  "$PYTHON" -m vae_ext bench --device "$device" --sizes "$sizes" ${BENCH_ARGS---no-compile --min-time 0.1} \
     --quiet --json "$OUT/bench-cuda.json" || return 1
   "$PYTHON" -m vae_ext bench --table "$OUT/bench-cuda.json" >"$OUT/bench-cuda.md" || return 1
   "$PYTHON" -m vae_ext bench --table "$OUT/bench-cuda.json" --plot "$OUT/bench-cuda.png" >/dev/null ||
@@ -147,14 +151,15 @@ run_bench() {
 }
 
 export PYTHON OUT device dry_run
-export -f environment build run_tests find_sanitizer sanitize run_bench
+export -f environment build run_tests compare_plans find_sanitizer sanitize run_bench
 
-stage env 45 "$summary" bash -c environment
-stage build 150 "$OUT/build.log" bash -c build
-stage tests 80 "$OUT/tests.log" bash -c run_tests
+stage env 30 "$summary" bash -c environment
+stage build 140 "$OUT/build.log" bash -c build
+stage tests 90 "$OUT/tests.log" bash -c run_tests
+stage compare 45 "$OUT/tests.log" bash -c compare_plans
 stage memcheck 45 "$OUT/sanitizer.log" bash -c "sanitize memcheck"
-stage racecheck 45 "$OUT/sanitizer.log" bash -c "sanitize racecheck"
+stage racecheck 40 "$OUT/sanitizer.log" bash -c "sanitize racecheck"
 stage synccheck 30 "$OUT/sanitizer.log" bash -c "sanitize synccheck"
-stage bench 90 "$OUT/bench-cuda.log" bash -c run_bench
+stage bench 70 "$OUT/bench-cuda.log" bash -c run_bench
 echo "=== done, status $status; $(find "$OUT" -maxdepth 1 -type f | wc -l) files in $OUT" | tee -a "$summary"
 exit $status

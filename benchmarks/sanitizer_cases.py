@@ -50,7 +50,7 @@ def shapes():
 
 
 def laid_out(values, layout, half=0):
-    """values (a CPU tensor) on the device in a fresh allocation of exactly its size."""
+    """values in a fresh allocation of exactly its size, with the given layout."""
     rows, cols = values.shape
     if layout == "strided":  # one half of a [rows, 2 cols] tensor
         t = torch.empty(rows, 2 * cols, dtype=values.dtype, device=DEVICE).narrow(1, half * cols, cols)
@@ -62,18 +62,20 @@ def laid_out(values, layout, half=0):
 
 
 def inputs(dtype, rows, cols, layout, gen):
-    def randn(*size, scale=1.0):
-        return (torch.randn(*size, generator=gen, dtype=torch.float64) * scale).to(dtype)
-
+    """The operands of one shape, drawn on the device."""
     compute = torch.float64 if dtype == torch.float64 else torch.float32
+
+    def randn(*size, scale=1.0):
+        return (torch.randn(*size, generator=gen, dtype=compute, device=DEVICE) * scale).to(dtype)
+
     return {
         "mu": laid_out(randn(rows, cols), layout, 0),
         "logvar": laid_out(randn(rows, cols, scale=2.0), layout, 1),
         "eps": laid_out(randn(rows, cols), layout, 1),
         "grad_z": laid_out(randn(rows, cols), layout, 1),
-        "grad_kl": torch.randn(rows, generator=gen, dtype=torch.float64).to(compute).to(DEVICE),
-        "prior_mu": randn(cols, scale=0.5).to(DEVICE),  # per-latent: row stride 0
-        "prior_logvar": randn(rows, cols, scale=0.5).to(DEVICE),  # full
+        "grad_kl": torch.randn(rows, generator=gen, dtype=compute, device=DEVICE),
+        "prior_mu": randn(cols, scale=0.5),  # per-latent: row stride 0
+        "prior_logvar": randn(rows, cols, scale=0.5),  # full
         "seed": torch.tensor(SEED, dtype=torch.int64, device=DEVICE),
     }
 
@@ -143,7 +145,7 @@ def main(argv=None):
         print("no CUDA device visible; use --device cpu for a dry run", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device=DEVICE).manual_seed(0)
     n_calls, problems = 0, []
     for dtype, rows, cols, layout in shapes():
         x = inputs(dtype, rows, cols, layout, gen)

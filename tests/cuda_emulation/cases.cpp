@@ -176,7 +176,8 @@ std::vector<Shape> plan_shapes(bool quick) {
     for (bool vec : {true, false}) {
       const char* path = vec ? "vector path" : "scalar path";
       const int64_t limit = int64_t{block} * group * 8;
-      for (const auto& [team, range] : team_ranges(dtype, vec, 3, 1, limit)) {
+      const auto ranges = team_ranges(dtype, vec, 3, 1, limit);
+      for (const auto& [team, range] : ranges) {
         const std::string why = std::string(path) + ", team " + std::to_string(team);
         // Smallest and largest rows of this team size; odd row counts leave the last row
         // tile partial, and on the scalar path shift the rows against the groups.
@@ -188,11 +189,19 @@ std::vector<Shape> plan_shapes(bool quick) {
                             next_data(), why + ", most columns"});
         }
       }
-      // Blocks looping over several row tiles (one SM: the fewest blocks), short and long rows.
-      for (int64_t cols : {vec ? int64_t{group} : int64_t{3}, limit / 2 + (vec ? 0 : 1)}) {
-        shapes.push_back({dtype, rows_for_loop(dtype, cols, vec, 1), cols, Layout::kContiguous, 1,
-                          next_data(), std::string(path) + ", blocks loop over row tiles"});
-        if (quick) break;
+      // Blocks looping over several row tiles (one SM: the fewest blocks): short rows, and the
+      // shortest rows that take a whole block (the block-wide KL sum, tile after tile, is
+      // where a missing barrier would race). Run with a KL.
+      for (int64_t cols : {vec ? int64_t{group} : int64_t{3}, ranges.at(block).first}) {
+        Shape loop{dtype,
+                   rows_for_loop(dtype, cols, vec, 1),
+                   cols,
+                   Layout::kContiguous,
+                   1,
+                   next_data(),
+                   std::string(path) + ", blocks loop over row tiles"};
+        loop.with_kl = true;
+        shapes.push_back(loop);
       }
     }
     // The scalar path for a row length the vector path takes, from a misaligned start; and a

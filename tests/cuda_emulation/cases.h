@@ -36,7 +36,8 @@ struct Shape {
   Layout layout;  // of mu and logvar (eps, grad_z and full priors follow their own)
   int sms;        // multiprocessor count the plan is made for
   Data data;
-  std::string why;  // which plan it was chosen for
+  std::string why;       // which plan it was chosen for
+  bool with_kl = false;  // its forward calls must compute the KL
   std::string name() const;
 };
 

@@ -348,7 +348,9 @@ int run(const Options& opt) {
   for (const Shape& s : plan_shapes(opt.quick)) {
     std::vector<Variant> some;
     for (size_t k = 0; k < per_direction; ++k, ++turn) {
-      some.push_back(forward[turn * 5 % forward.size()]);
+      size_t f = turn * 5;
+      while (s.with_kl && !forward[f % forward.size()].want_kl) ++f;
+      some.push_back(forward[f % forward.size()]);
       some.push_back(backward[turn * 7 % backward.size()]);
     }
     work.push_back({s, some});
