@@ -468,9 +468,12 @@ inline Tiling make_tiling(int64_t rows, int64_t cols, int group, bool vec, int64
   // Enough threads for kGroupsPerThread groups each, and a whole leaf of the KL sum (or the
   // whole row) per team-wide step (team_step_sum).
   const int64_t leaf_groups = kSumLeaf / group;
+  // A split's steps are capped (max_iterations): rows that need more take wider teams
+  // first, so that only whole-block rows are split.
   int team = 1;
   while (team < kBlock &&
-         (int64_t{team} * kGroupsPerThread < groups || (team < groups && team < leaf_groups))) {
+         (int64_t{team} * kGroupsPerThread < groups || (team < groups && team < leaf_groups) ||
+          ceil_div(groups, team) > max_iterations)) {
     team *= 2;
   }
   const int64_t steps = ceil_div(groups, team);

@@ -156,7 +156,7 @@ void extreme_plans(at::IntArrayRef sizes, int sms) {
   f.kl = fake({f.shape.rows}, compute);
   const ForwardPlan<S> fp = plan_forward<S>(f, sms);
   const int group = fp.vec ? vector_group<S>() : kScalarGroup;
-  check_tiling(fp.tiling, f.shape.rows, f.shape.cols, group, sms);
+  check_tiling(fp.tiling, f.shape.rows, f.shape.cols, group, fp.vec, sms);
   check(fp.partials.defined() == (fp.tiling.splits > 1),
         "partials exactly when rows are split, " +
             shape_string(f.shape.rows, f.shape.cols, group, sms));
@@ -172,7 +172,7 @@ void extreme_plans(at::IntArrayRef sizes, int sms) {
   b.grad_logvar = fake(sizes, dtype);
   const BackwardPlan<S> bp = plan_backward<S>(b, sms);
   check_tiling(bp.tiling, b.shape.rows, b.shape.cols, bp.vec ? vector_group<S>() : kScalarGroup,
-               sms);
+               bp.vec, sms);
 }
 
 void extreme_shapes() {
