@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib import metadata as _metadata
+
+try:  # one version, pyproject.toml's, read from the installed package's metadata
+    __version__ = _metadata.version("vae_ext")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 from . import _ops, reference
 from .distributions import DiagonalGaussian, DiagonalGaussianDistribution

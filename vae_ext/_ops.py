@@ -21,6 +21,7 @@ import warnings
 import torch
 
 from . import _batching, reference
+from ._numerics import compute_dtype
 
 try:
     from . import _C
@@ -80,7 +81,7 @@ def _make_autograd(impl):
         return torch.zeros_like(mu) if t_z is None else t_z
 
     def kl_tangent(mu, logvar, prior_mu, prior_logvar, t_mu, t_lv, t_pmu, t_plv):
-        ones = torch.ones(mu.shape[0], dtype=_opmath(mu.dtype), device=mu.device)
+        ones = torch.ones(mu.shape[0], dtype=compute_dtype(mu.dtype), device=mu.device)
         partials = impl.reparameterize_kl_backward(
             None, ones, mu, logvar, None, None, prior_mu, prior_logvar, t_pmu is not None or t_plv is not None
         )
@@ -187,10 +188,6 @@ def _autograd_functions(impl, prefix, forward_mode):
 # --------------------------------------------------------------------------- fake kernels
 
 
-def _opmath(dtype):
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
 def _fake_reparameterize(mu, logvar, eps):
     reference.check_inputs("reparameterize", mu, logvar, eps=eps)
     return torch.empty_like(mu, memory_format=torch.contiguous_format)
@@ -208,13 +205,13 @@ def _fake_reparameterize_backward(grad_z, logvar, eps, seed):
 
 def _fake_gaussian_kl(mu, logvar, prior_mu, prior_logvar):
     reference.check_inputs("gaussian_kl", mu, logvar, prior_mu=prior_mu, prior_logvar=prior_logvar)
-    return mu.new_empty((mu.shape[0],), dtype=_opmath(mu.dtype))
+    return mu.new_empty((mu.shape[0],), dtype=compute_dtype(mu.dtype))
 
 
 def _fake_reparameterize_kl(mu, logvar, eps, seed, prior_mu, prior_logvar):
     reference.check_inputs("reparameterize_kl", mu, logvar, eps, seed, prior_mu, prior_logvar, needs_sample=True)
     z = torch.empty_like(mu, memory_format=torch.contiguous_format)
-    return z, mu.new_empty((mu.shape[0],), dtype=_opmath(mu.dtype))
+    return z, mu.new_empty((mu.shape[0],), dtype=compute_dtype(mu.dtype))
 
 
 def _fake_reparameterize_kl_backward(grad_z, grad_kl, mu, logvar, eps, seed, prior_mu, prior_logvar, prior_grads):

@@ -12,15 +12,13 @@ See docs/distributions.md.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch.distributions import Distribution, Independent, Normal, constraints, register_kl
 
 from . import _ops
+from ._numerics import LOG_2PI, to_compute
 from .functional import draw_seed, gaussian_kl
 
-_LOG_2PI = math.log(2 * math.pi)
 # diffusers' and latent-diffusion's clamp of the posterior's logvar.
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 _NO_SHAPE = torch.Size()
@@ -107,11 +105,6 @@ def _sample_n(mu, logvar, n, generator=None):
     [n, numel] block its own ε."""
     flat_mu, flat_logvar = mu.reshape(1, -1).expand(n, -1), logvar.reshape(1, -1).expand(n, -1)
     return _sample(flat_mu, flat_logvar, generator).view(n, *mu.shape)
-
-
-def _compute(t):
-    """Half types are summed in float32, as the fused ops do."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def _sum_rightmost(t, dims):
@@ -202,13 +195,13 @@ class DiagonalGaussian(Distribution):
         if self._validate_args and value.numel():  # torch's check fails on empty values
             self._validate_sample(value)
         dtype = torch.promote_types(value.dtype, self.mu.dtype)
-        logvar = _compute(self.logvar)
-        d = _compute(value) - _compute(self.mu)
-        log_p = -0.5 * (d * d * torch.exp(-logvar) + logvar + _LOG_2PI)
+        logvar = to_compute(self.logvar)
+        d = to_compute(value) - to_compute(self.mu)
+        log_p = -0.5 * (d * d * torch.exp(-logvar) + logvar + LOG_2PI)
         return _sum_rightmost(log_p, len(self.event_shape)).to(dtype)
 
     def entropy(self):
-        entropy = 0.5 * (1.0 + _LOG_2PI) + 0.5 * _compute(self.logvar)
+        entropy = 0.5 * (1.0 + LOG_2PI) + 0.5 * to_compute(self.logvar)
         return _sum_rightmost(entropy, len(self.event_shape)).to(self.mu.dtype)
 
 
@@ -409,7 +402,7 @@ class DiagonalGaussianDistribution:
     def nll(self, sample: torch.Tensor, dims=(1, 2, 3)) -> torch.Tensor:
         if self.deterministic:
             return torch.Tensor([0.0])
-        return 0.5 * torch.sum(_LOG_2PI + self.logvar + torch.pow(sample - self.mean, 2) / self.var, dim=list(dims))
+        return 0.5 * torch.sum(LOG_2PI + self.logvar + torch.pow(sample - self.mean, 2) / self.var, dim=list(dims))
 
     def mode(self) -> torch.Tensor:
         return self.mean

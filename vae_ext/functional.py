@@ -5,19 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import _ops
-
-_REDUCTIONS = ("none", "sum", "mean")
-
-
-def _check_reduction(reduction):
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of 'none', 'sum', 'mean'; got {reduction!r}")
-
-
-def _reduce(kl, reduction):
-    if reduction == "none":
-        return kl
-    return kl.sum() if reduction == "sum" else kl.mean()
+from ._numerics import check_reduction, reduce_batch
 
 
 def _prior(p, mu, name):
@@ -79,11 +67,11 @@ def gaussian_kl(
     ``reduction``: "none" gives the per-sample KL [B], "sum" and "mean" reduce over the
     batch. The KL is float32 for float16/bfloat16 inputs (float64 for float64).
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     kl = _ops.active().gaussian_kl(
         mu, logvar, _prior(prior_mu, mu, "prior_mu"), _prior(prior_logvar, mu, "prior_logvar")
     )
-    return _reduce(kl, reduction)
+    return reduce_batch(kl, reduction)
 
 
 def reparameterize_kl(
@@ -97,9 +85,9 @@ def reparameterize_kl(
     reduction: str = "none",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample z and compute the KL in one pass; returns (z, kl)."""
-    _check_reduction(reduction)
+    check_reduction(reduction)
     seed = draw_seed(mu.device, generator) if eps is None else None
     z, kl = _ops.active().reparameterize_kl(
         mu, logvar, eps, seed, _prior(prior_mu, mu, "prior_mu"), _prior(prior_logvar, mu, "prior_logvar")
     )
-    return z, _reduce(kl, reduction)
+    return z, reduce_batch(kl, reduction)

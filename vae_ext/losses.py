@@ -14,18 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._numerics import LOG_2PI, check_reduction, compute_dtype, reduce_batch
 from .functional import gaussian_kl
 from .reference import kl_elementwise
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 AE_LOSSES = ("mse", "l2")
-REDUCTIONS = ("none", "mean", "sum")
-_LOG_2PI = math.log(2 * math.pi)
-
-
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; everything else (float32, float16, bfloat16) sums in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _per_sample_sum(t: torch.Tensor) -> torch.Tensor:
@@ -46,18 +40,12 @@ def check_non_negative(value, name):
     return float(value)
 
 
-def reduce_batch(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "none":
-        return per_sample
-    return per_sample.sum() if reduction == "sum" else per_sample.mean()
-
-
 # --------------------------------------------------------------------------- likelihoods
 
 
 def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """-log Bernoulli(x | sigmoid(logits)) summed per sample: [B]. x may be soft targets in [0, 1]."""
-    dtype = accumulation_dtype(logits.dtype)
+    dtype = compute_dtype(logits.dtype)
     nll = F.binary_cross_entropy_with_logits(logits.to(dtype), x.to(dtype), reduction="none")
     return _per_sample_sum(nll)
 
@@ -67,13 +55,13 @@ def gaussian_nll(mean: torch.Tensor, x: torch.Tensor, logvar=0.0) -> torch.Tenso
 
     ``logvar``: a float, a 0-d tensor or a per-pixel tensor of shape x.shape[1:].
     """
-    dtype = accumulation_dtype(mean.dtype)
+    dtype = compute_dtype(mean.dtype)
     diff = x.to(dtype) - mean.to(dtype)
     if isinstance(logvar, torch.Tensor):
         lv = logvar.to(dtype)
-        nll = 0.5 * (diff * diff * torch.exp(-lv) + lv + _LOG_2PI)
+        nll = 0.5 * (diff * diff * torch.exp(-lv) + lv + LOG_2PI)
     else:
-        nll = 0.5 * (diff * diff * math.exp(-logvar) + (logvar + _LOG_2PI))
+        nll = 0.5 * (diff * diff * math.exp(-logvar) + (logvar + LOG_2PI))
     return _per_sample_sum(nll.expand(diff.shape))
 
 
@@ -93,7 +81,7 @@ def ae_reconstruction_error(x_hat, x, kind="mse") -> torch.Tensor:
     check_choice(kind, AE_LOSSES, "loss")
     if x_hat.shape != x.shape:
         raise ValueError(f"x_hat must have x's shape {tuple(x.shape)}, got {tuple(x_hat.shape)}")
-    dtype = accumulation_dtype(x_hat.dtype)
+    dtype = compute_dtype(x_hat.dtype)
     diff = (x_hat.to(dtype) - x.to(dtype)).reshape(x.shape[0], -1)
     if kind == "mse":
         return (diff * diff).sum(dim=1)
@@ -106,13 +94,13 @@ def ae_reconstruction_error(x_hat, x, kind="mse") -> torch.Tensor:
 def _prior_tensor(p, like):
     if p is None or isinstance(p, torch.Tensor):
         return p
-    return torch.tensor(float(p), dtype=accumulation_dtype(like.dtype), device=like.device)
+    return torch.tensor(float(p), dtype=compute_dtype(like.dtype), device=like.device)
 
 
 def kl_per_dimension(mu, logvar, prior_mu=None, prior_logvar=None) -> torch.Tensor:
     """The KL of every latent element, [B, ...] like mu, in the accumulation dtype."""
     kl = kl_elementwise(mu, logvar, _prior_tensor(prior_mu, mu), _prior_tensor(prior_logvar, mu))
-    return kl.to(accumulation_dtype(mu.dtype)).expand(mu.shape)
+    return kl.to(compute_dtype(mu.dtype)).expand(mu.shape)
 
 
 def free_bits_kl(kl_elements: torch.Tensor, free_bits: float) -> torch.Tensor:
@@ -168,7 +156,7 @@ class ELBOLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.likelihood = check_choice(likelihood, LIKELIHOODS, "likelihood")
-        self.reduction = check_choice(reduction, REDUCTIONS, "reduction")
+        self.reduction = check_reduction(reduction)
         self.beta = beta
         self.free_bits = check_non_negative(free_bits, "free_bits")
         if self.free_bits > 0 and reduction == "none":

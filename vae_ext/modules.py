@@ -15,11 +15,10 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
+from ._numerics import LOG_2PI, compute_dtype
 from .distributions import DiagonalGaussian
 from .functional import reparameterize_kl
-from .losses import AE_LOSSES, ELBOLoss, accumulation_dtype, ae_reconstruction_error, check_choice
-
-_LOG_2PI = math.log(2 * math.pi)
+from .losses import AE_LOSSES, ELBOLoss, ae_reconstruction_error, check_choice
 
 
 def _latent_shape(latent_dim) -> tuple:
@@ -42,9 +41,9 @@ def _log_normal(x, mean, logvar):
     """log N(x | mean, exp(logvar)) summed per sample; mean / logvar None mean 0."""
     d = x if mean is None else x - mean
     if logvar is None:
-        log_p = -0.5 * (d * d + _LOG_2PI)
+        log_p = -0.5 * (d * d + LOG_2PI)
     else:
-        log_p = -0.5 * (d * d * torch.exp(-logvar) + logvar + _LOG_2PI)
+        log_p = -0.5 * (d * d * torch.exp(-logvar) + logvar + LOG_2PI)
     return log_p.expand(x.shape).reshape(x.shape[0], -1).sum(dim=1)
 
 
@@ -255,7 +254,7 @@ class VAE(nn.Module):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         mu, logvar = self.encode(x)
-        dtype = accumulation_dtype(mu.dtype)
+        dtype = compute_dtype(mu.dtype)
         mu, logvar = mu.to(dtype), logvar.to(dtype)
         std = torch.exp(0.5 * logvar)
         weights = []

@@ -13,10 +13,11 @@ import math
 
 import torch
 
+from ._numerics import FLOAT_DTYPES, to_compute
+
 _MASK32 = 0xFFFFFFFF
 _PHILOX_M = (0xD2511F53, 0xCD9E8D57)
 _PHILOX_W = (0x9E3779B9, 0xBB67AE85)
-_FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 
 # --------------------------------------------------------------------------- checks
@@ -56,7 +57,7 @@ def check_inputs(op, mu, logvar, eps=None, seed=None, prior_mu=None, prior_logva
 
     ``needs_sample``: the op builds z or its gradient, so exactly one of eps and seed must be
     given; eps and seed together are rejected always (either could rebuild z: ambiguous)."""
-    if not isinstance(mu, torch.Tensor) or mu.dtype not in _FLOAT_DTYPES:
+    if not isinstance(mu, torch.Tensor) or mu.dtype not in FLOAT_DTYPES:
         dtype = mu.dtype if isinstance(mu, torch.Tensor) else type(mu).__name__
         raise TypeError(
             f"{op}: mu must be a floating-point tensor (float64, float32, float16 or bfloat16), got {dtype}"
@@ -196,14 +197,10 @@ def sample_eps(seed: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """ε for a tensor shaped like ``like`` (docs/design.md section 4), in like's compute dtype
     (float32 for half types, as the kernels use it; float64 for float64)."""
     eps = normals(seed, like.numel(), device=like.device)
-    return eps.reshape(like.shape).to(_compute(like).dtype)
+    return eps.reshape(like.shape).to(to_compute(like).dtype)
 
 
 # --------------------------------------------------------------------------- math
-
-
-def _compute(t):
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def _rows(t, mu):
@@ -211,7 +208,7 @@ def _rows(t, mu):
 
 
 def _prior_or_zero(p, like):
-    return like.new_zeros(()) if p is None else _compute(p)
+    return like.new_zeros(()) if p is None else to_compute(p)
 
 
 # exp and expm1 of csrc/vae_math.h step for step, in float32 or float64 tensor ops (each op
@@ -325,7 +322,7 @@ def expm1_minus_x(x, em1=None):
 
 def kl_elementwise(mu, logvar, prior_mu=None, prior_logvar=None):
     """Per-element KL in the compute dtype, vae_math.h kl_standard / kl_general to the bit."""
-    m, lv = _compute(mu), _compute(logvar)
+    m, lv = to_compute(mu), to_compute(logvar)
     if prior_mu is None and prior_logvar is None:
         return 0.5 * (m * m + expm1_minus_x(lv))
     pm, plv = _prior_or_zero(prior_mu, m), _prior_or_zero(prior_logvar, m)
@@ -370,7 +367,7 @@ def row_sum(terms):
 
 
 def _reparameterize(mu, logvar, eps_compute):
-    z = _compute(mu) + eps_compute * torch.exp(0.5 * _compute(logvar))
+    z = to_compute(mu) + eps_compute * torch.exp(0.5 * to_compute(logvar))
     # Not `z.to(mu.dtype)` nor a helper that returns z as is: torch 2.11's compile gives an
     # autograd.Function whose forward ends in such an identity zero gradients.
     return z if z.dtype == mu.dtype else z.to(mu.dtype)
@@ -378,7 +375,7 @@ def _reparameterize(mu, logvar, eps_compute):
 
 def reparameterize(mu, logvar, eps):
     check_inputs("reparameterize", mu, logvar, eps=eps)
-    return _reparameterize(mu, logvar, _compute(eps))
+    return _reparameterize(mu, logvar, to_compute(eps))
 
 
 def reparameterize_sampled(mu, logvar, seed):
@@ -401,9 +398,9 @@ def reparameterize_kl(mu, logvar, eps=None, seed=None, prior_mu=None, prior_logv
 def reparameterize_backward(grad_z, logvar, eps=None, seed=None):
     check_inputs("reparameterize_backward", logvar, logvar, eps=eps, seed=seed, needs_sample=True)
     _check_like_mu(grad_z, "grad_z", logvar, "reparameterize_backward")
-    e = _compute(eps) if eps is not None else sample_eps(seed, logvar)
-    lv = _compute(logvar)
-    g = _compute(grad_z) * (0.5 * e * torch.exp(0.5 * lv))
+    e = to_compute(eps) if eps is not None else sample_eps(seed, logvar)
+    lv = to_compute(logvar)
+    g = to_compute(grad_z) * (0.5 * e * torch.exp(0.5 * lv))
     return g if g.dtype == logvar.dtype else g.to(logvar.dtype)
 
 
@@ -412,14 +409,14 @@ def reparameterize_kl_backward(
 ):
     op = "reparameterize_kl_backward"
     check_inputs(op, mu, logvar, eps, seed, prior_mu, prior_logvar, needs_sample=grad_z is not None)
-    m, lv = _compute(mu), _compute(logvar)
+    m, lv = to_compute(mu), to_compute(logvar)
     g_mu = torch.zeros_like(m)
     g_lv = torch.zeros_like(m)
     g_plv = torch.zeros_like(m)
     if grad_z is not None:
         _check_like_mu(grad_z, "grad_z", mu, op)
-        gz = _compute(grad_z)
-        e = _compute(eps) if eps is not None else sample_eps(seed, mu)
+        gz = to_compute(grad_z)
+        e = to_compute(eps) if eps is not None else sample_eps(seed, mu)
         g_mu = g_mu + gz
         g_lv = g_lv + gz * (0.5 * e * torch.exp(0.5 * lv))
     if grad_kl is not None:
