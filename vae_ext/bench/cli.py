@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     """Runs the bench command; 0, 1 when an eager / vae_ext / copy row (or the plot) failed, 2 for bad arguments.
 
     ``bench posterior ...`` runs the posterior benchmark instead (diffusers' DiagonalGaussianDistribution
-    against vae_ext's: time and bytes saved for backward; bench/posterior.py).
+    against vae_ext's: time and bytes saved for backward; vae_ext/bench/posterior.py).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["posterior"]:
