@@ -51,34 +51,15 @@ struct PairwiseSum {
   uint32_t count = 0;
 
   VAE_HD_MEMBER void push(T s) {
-#if defined(__CUDA_ARCH__)
-    // Fixed trip count and predication: level[] stays in registers.
-    bool carry = true;
-#pragma unroll
-    for (int k = 0; k < kDepth; ++k) {
-      if (carry) {
-        if ((count >> k) & 1u) {
-          s = level[k] + s;
-        } else {
-          level[k] = s;
-          carry = false;
-        }
-      }
-    }
-#else
     int k = 0;
     for (; (count >> k) & 1u; ++k) s = level[k] + s;
     level[k] = s;
-#endif
     ++count;
   }
 
   VAE_HD_MEMBER T total() const {
     T sum(0);
     bool any = false;
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
     for (int k = 0; k < kDepth; ++k) {
       if ((count >> k) & 1u) {
         sum = any ? level[k] + sum : level[k];

@@ -47,18 +47,9 @@ constexpr int kBlock = 256;  // threads per block
 constexpr int kWarp = 32;
 constexpr int kGroupsPerThread = 4;  // groups a thread should get before teams grow
 constexpr int kScalarGroup = 4;      // elements per group on the scalar path
-// Team-wide steps per split: at most half what PairwiseSum<T, step_depth<S>()> can hold. A
-// small depth keeps it in registers (float64 has fewer to spare); longer rows take more
-// splits.
-template <typename S>
-constexpr int step_depth() {
-  return sizeof(S) == 8 ? 2 : 4;
-}
-
-template <typename S>
-constexpr int64_t max_iterations() {
-  return int64_t{1} << (step_depth<S>() - 1);
-}
+// Depth of the PairwiseSum over a split's team-wide steps: up to 2^24 - 1 steps (2^34
+// elements and more). Indexed at run time, it lives in local memory, used by one thread.
+constexpr int kStepDepth = 24;
 
 // Elements per group on the vector path: at least one 16-byte word and one Philox block.
 template <typename S>
@@ -78,7 +69,7 @@ struct Tiling {
   int64_t row_tiles;   // ceil(rows / (kBlock / team))
   int team;            // threads per row: a power of two in [1, kBlock]
   int64_t splits;      // runs of `iterations` steps per row; > 1 only when team == kBlock
-  int64_t iterations;  // team-wide steps per split: a power of two <= max_iterations<S>()
+  int64_t iterations;  // team-wide steps per split: a power of two
 };
 
 template <typename S>
@@ -327,7 +318,7 @@ __global__ void __launch_bounds__(kBlock, min_blocks<S>())
       if (!want_kl) continue;
       // The same bounds for every thread of the block: team_step_sum synchronizes.
       const int64_t end = min_of(group_count<G>(0, t.cols), first + span);
-      PairwiseSum<T, step_depth<S>()> sum;
+      PairwiseSum<T, kStepDepth> sum;  // rank 0's
       for (int64_t step = first; step < end; step += t.team) {
         T terms[G];
         const int64_t k = step + rank;
@@ -337,7 +328,8 @@ __global__ void __launch_bounds__(kBlock, min_blocks<S>())
 #pragma unroll
           for (int e = 0; e < G; ++e) terms[e] = T(0);
         }
-        sum.push(team_step_sum<T, G>(terms, t.team, warp_sums));
+        const T step_sum = team_step_sum<T, G>(terms, t.team, warp_sums);
+        if (rank == 0) sum.push(step_sum);
       }
       if (rank == 0 && live) p.kl[b * t.splits + split] = sum.total();
     }
@@ -462,18 +454,14 @@ inline int64_t row_groups(int64_t cols, int group, bool vec) {
   return ceil_div(cols + (!vec && cols % 4 != 0 ? 3 : 0), group);
 }
 
-inline Tiling make_tiling(int64_t rows, int64_t cols, int group, bool vec, int64_t max_iterations,
-                          int multiprocessors) {
+inline Tiling make_tiling(int64_t rows, int64_t cols, int group, bool vec, int multiprocessors) {
   const int64_t groups = row_groups(cols, group, vec);
   // Enough threads for kGroupsPerThread groups each, and a whole leaf of the KL sum (or the
   // whole row) per team-wide step (team_step_sum).
   const int64_t leaf_groups = kSumLeaf / group;
-  // A split's steps are capped (max_iterations): rows that need more take wider teams
-  // first, so that only whole-block rows are split.
   int team = 1;
   while (team < kBlock &&
-         (int64_t{team} * kGroupsPerThread < groups || (team < groups && team < leaf_groups) ||
-          ceil_div(groups, team) > max_iterations)) {
+         (int64_t{team} * kGroupsPerThread < groups || (team < groups && team < leaf_groups))) {
     team *= 2;
   }
   const int64_t steps = ceil_div(groups, team);
@@ -482,7 +470,7 @@ inline Tiling make_tiling(int64_t rows, int64_t cols, int group, bool vec, int64
   if (team == kBlock && rows < target) wanted = std::min(steps, ceil_div(target, rows));
   // Each split a power-of-two run of steps (a subtree of the KL sum), none of them idle.
   int64_t iterations = 1;
-  while (iterations < max_iterations && iterations * wanted < steps) iterations *= 2;
+  while (iterations * wanted < steps) iterations *= 2;
   return {rows, cols, ceil_div(rows, kBlock / team), team, ceil_div(steps, iterations), iterations};
 }
 
@@ -561,8 +549,8 @@ ForwardPlan<S> plan_forward(const ForwardArgs& a, int multiprocessors) {
              vectorizable(p.logvar, kVecGroup) && vectorizable(p.eps, kVecGroup) &&
              vectorizable(p.prior_mu, kVecGroup) && vectorizable(p.prior_logvar, kVecGroup) &&
              vectorizable_output(p.z);
-  plan.tiling = make_tiling(rows, cols, plan.vec ? kVecGroup : kScalarGroup, plan.vec,
-                            max_iterations<S>(), multiprocessors);
+  plan.tiling =
+      make_tiling(rows, cols, plan.vec ? kVecGroup : kScalarGroup, plan.vec, multiprocessors);
   if (p.kl != nullptr && plan.tiling.splits > 1) {
     const at::Tensor partials = at::empty({rows, plan.tiling.splits}, a.kl.options());
     p.kl = partials.mutable_data_ptr<T>();
@@ -601,7 +589,7 @@ BackwardPlan<S> plan_backward(const BackwardArgs& a, int multiprocessors) {
              vectorizable_output(p.grad_logvar) && vectorizable_output(p.grad_prior_mu) &&
              vectorizable_output(p.grad_prior_logvar);
   plan.tiling = make_tiling(a.shape.rows, cols, plan.vec ? kVecGroup : kScalarGroup, plan.vec,
-                            max_iterations<S>(), multiprocessors);
+                            multiprocessors);
   return plan;
 }
 

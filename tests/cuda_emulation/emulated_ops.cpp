@@ -76,12 +76,7 @@ std::vector<LaunchRecord> take_launches() { return std::exchange(g_launches, {})
 
 PlanInfo plan_of(at::ScalarType dtype, int64_t rows, int64_t cols, bool vec, int sms) {
   const int group = vec ? vector_group_of(dtype) : cuda_kernels::kScalarGroup;
-  int64_t max_iterations = 0;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "max_iterations_of", [&] {
-    max_iterations = cuda_kernels::max_iterations<scalar_t>();
-  });
-  const cuda_kernels::Tiling t =
-      cuda_kernels::make_tiling(rows, cols, group, vec, max_iterations, sms);
+  const cuda_kernels::Tiling t = cuda_kernels::make_tiling(rows, cols, group, vec, sms);
   return {t.team, t.splits, t.row_tiles, cuda_kernels::grid_x(t, sms)};
 }
 

@@ -115,21 +115,19 @@ void limits_at_every_scale() {
   struct Path {
     int group;
     bool vec;
-    int64_t max_iterations;
   };
-  const Path paths[] = {{kScalarGroup, false, max_iterations<float>()},
-                        {kScalarGroup, false, max_iterations<double>()},
-                        {vector_group<float>(), true, max_iterations<float>()},
-                        {vector_group<c10::Half>(), true, max_iterations<c10::Half>()},
-                        {vector_group<double>(), true, max_iterations<double>()}};
+  const Path paths[] = {{kScalarGroup, false},
+                        {vector_group<float>(), true},
+                        {vector_group<c10::Half>(), true},
+                        {vector_group<double>(), true}};
   const int sms_list[] = {1, 7, 108, 114, 132, 1024};
   for (int64_t rows : rows_list) {
     for (int64_t cols : cols_list) {
       if (rows > (int64_t{1} << 62) / cols) continue;  // no such tensor
       for (const Path& path : paths) {
         for (int sms : sms_list) {
-          check_tiling(make_tiling(rows, cols, path.group, path.vec, path.max_iterations, sms),
-                       rows, cols, path.group, path.vec, sms);
+          check_tiling(make_tiling(rows, cols, path.group, path.vec, sms), rows, cols, path.group,
+                       path.vec, sms);
         }
       }
     }
@@ -199,7 +197,7 @@ template <int G, bool kVec>
 void far_rows(int64_t cols) {
   using S = float;
   const int64_t rows = (int64_t{1} << 31) + 3;
-  const Tiling t = make_tiling(rows, cols, G, kVec, max_iterations<S>(), 1);
+  const Tiling t = make_tiling(rows, cols, G, kVec, 1);
   const int64_t rows_per_block = kBlock / t.team, tile = t.row_tiles - 1;
   const int64_t first = tile * rows_per_block, n = rows - first;
   const std::string at = shape_string(rows, cols, G, 1) + " last row tile";
@@ -275,7 +273,7 @@ void long_row() {
   const int64_t cols = (int64_t{1} << 22) + 3 * 128 + 5;
   const int sms = 1;
   const float one = 1.0f, zero = 0.0f;
-  const Tiling t = make_tiling(1, cols, vector_group<float>(), true, max_iterations<float>(), sms);
+  const Tiling t = make_tiling(1, cols, vector_group<float>(), true, sms);
   check_tiling(t, 1, cols, vector_group<float>(), true, sms);
   at::Tensor partials = at::empty({t.splits}), kl = at::empty({1});
   ForwardParams<float> p{};
