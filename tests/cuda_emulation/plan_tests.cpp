@@ -263,18 +263,20 @@ void far_rows(int64_t cols) {
                         " values differ from the host math at flat indices past 2^31");
 }
 
-// One row of 2^22 + 3 * 128 + 5 columns (split over several blocks of many team-wide steps),
-// KL only, every block of the planned grid: the row's operands are broadcast scalars (column
-// stride 0), so nothing of that size is allocated. Each term is 1/2, so the sum is exact in
-// any order and says each element was counted once. (2^27 columns, the planning limit checked
-// above, would take the emulation most of an hour: the KL takes warp collectives per
-// team-wide step.)
+// One row of 2^20 + 3 * 128 + 4 columns (split over several blocks of many team-wide steps;
+// a multiple of the vector group, as the vector path requires), KL only, every block of the
+// planned grid: the row's operands are broadcast scalars (column stride 0), so nothing of that
+// size is allocated. Each term is 1/2, so the sum is exact in any order and says each element
+// was counted once. (2^27 columns, the planning limit checked above, would take the emulation
+// most of an hour: the KL takes warp collectives per team-wide step.)
 void long_row() {
-  const int64_t cols = (int64_t{1} << 22) + 3 * 128 + 5;
+  const int64_t cols = (int64_t{1} << 20) + 3 * 128 + 4;
+  static_assert(((int64_t{1} << 20) + 3 * 128 + 4) % vector_group<float>() == 0);
   const int sms = 1;
   const float one = 1.0f, zero = 0.0f;
   const Tiling t = make_tiling(1, cols, vector_group<float>(), true, sms);
   check_tiling(t, 1, cols, vector_group<float>(), true, sms);
+  check(t.splits > 1, "one long row: planned as one split, so the split tree goes untested");
   at::Tensor partials = at::empty({t.splits}), kl = at::empty({1});
   ForwardParams<float> p{};
   p.mu = {&one, 0, 0};
