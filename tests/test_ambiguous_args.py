@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import needs_compiled
+from helpers import needs_compiled
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from vae_ext import _ops, reference

@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import BACKEND_PARAMS, needs_compiled, needs_cuda, op_set
+from helpers import BACKEND_PARAMS, needs_compiled, needs_cuda, op_set
 from torch.autograd import gradcheck, gradgradcheck
 from torch.func import grad, jacfwd, jacrev, vjp, vmap
 
@@ -18,6 +18,9 @@ from vae_ext import _ops
 
 DEVICES = ("cpu", pytest.param("cuda", marks=needs_cuda))
 SHAPES = ((3, 5), (2, 3, 2))
+
+# No compiled graph leaks from one test into the next (the fixture is in tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("fresh_dynamo")
 F64 = torch.float64
 
 
@@ -27,13 +30,6 @@ def ops(request, monkeypatch):
     chosen = op_set(request.param)
     monkeypatch.setattr(_ops, "ops", chosen)
     return chosen
-
-
-@pytest.fixture(autouse=True)
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 def leaf(shape, device, seed, scale=1.0, shift=0.0):

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import (
+from helpers import (
     DTYPES,
     PRIOR_KINDS,
     as_prior_tensor,
@@ -354,13 +354,6 @@ def given_loss(mu, logvar, eps, weight):
 def loss_and_grads(fn, leaves, *rest):
     z, loss = fn(*leaves, *rest)
     return (z.detach(), loss.detach(), *torch.autograd.grad(loss, leaves))
-
-
-@pytest.fixture
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 @pytest.mark.usefixtures("fresh_dynamo")

@@ -6,25 +6,25 @@ import math
 
 import pytest
 import torch
-from conftest import (
+from helpers import (
     PRIOR_KINDS,
-    as_prior_tensor,
     assert_close,
     assert_kl_close,
     compute_dtype,
     f64,
     float64_grads,
+    fused_oracle,
     grad_like,
     kl_distributions,
     latent,
-    make_prior,
     randn,
+    sampled_eps64,
     seed_tensor,
+    tensor_priors,
     z_formula,
 )
 
 import vae_ext
-from vae_ext import reference
 
 SHAPE = (5, 7)
 SOURCES = ("eps", "seed")
@@ -38,23 +38,7 @@ def eps_and_seed(source, shape, dtype):
 
 
 def eps64(eps, like):
-    if eps is not None:
-        return f64(eps)
-    return reference.normals(SEED, like.numel()).reshape(like.shape).double()
-
-
-def tensor_priors(kind, shape, dtype):
-    mu = torch.empty(0, dtype=dtype)
-    return tuple(as_prior_tensor(p, mu) for p in make_prior(kind, shape, dtype))
-
-
-def fused_oracle(eps):
-    """(z, kl) in float64 as a function of (mu, logvar, prior_mu, prior_logvar)."""
-
-    def oracle(mu, logvar, prior_mu, prior_logvar):
-        return z_formula(mu, logvar, eps), kl_distributions(mu, logvar, prior_mu, prior_logvar)
-
-    return oracle
+    return f64(eps) if eps is not None else sampled_eps64(SEED, like)
 
 
 @pytest.mark.parametrize("kind", PRIOR_KINDS)
@@ -81,7 +65,9 @@ def test_fused_values(backend, dtype, kind, source):
     eps, seed = eps_and_seed(source, SHAPE, dtype)
     prior_mu, prior_logvar = tensor_priors(kind, SHAPE, dtype)
     z, kl = backend.reparameterize_kl(mu, logvar, eps, seed, prior_mu, prior_logvar)
-    expected_z, expected_kl = fused_oracle(eps64(eps, mu))(f64(mu), f64(logvar), f64(prior_mu), f64(prior_logvar))
+    expected_z, expected_kl = fused_oracle(eps64(eps, mu), kl_distributions)(
+        f64(mu), f64(logvar), f64(prior_mu), f64(prior_logvar)
+    )
     assert_close(z, expected_z, dtype)
     assert_kl_close(kl, expected_kl, dtype, SHAPE[1])
 
@@ -105,11 +91,11 @@ def fused_gradients(kind, source, dtype, use_z, use_kl):
 
 def expected_fused_gradients(inputs, grad_outputs):
     mu, logvar, eps, seed, prior_mu, prior_logvar = inputs
-    e64 = f64(eps) if eps is not None else reference.normals(int(seed), mu.numel()).reshape(mu.shape).double()
+    e64 = f64(eps) if eps is not None else sampled_eps64(seed, mu)
 
     def oracle(mu_, logvar_, eps_, prior_mu_, prior_logvar_):
         eps_value = eps_ if eps_ is not None else e64
-        return fused_oracle(eps_value)(mu_, logvar_, prior_mu_, prior_logvar_)
+        return fused_oracle(eps_value, kl_distributions)(mu_, logvar_, prior_mu_, prior_logvar_)
 
     return [g for g in float64_grads(oracle, (mu, logvar, eps, prior_mu, prior_logvar), grad_outputs) if g is not None]
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_close, compute_dtype, grad_like, latent, make_prior, needs_compiled, randn, seed_tensor
+from helpers import assert_close, compute_dtype, grad_like, latent, make_prior, needs_compiled, randn, seed_tensor
 
 import vae_ext
 from vae_ext import _ops
 
 SHAPE = (4, 6)
+
+# No compiled graph leaks from one test into the next (the fixture is in tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("fresh_dynamo")
 
 
 def inputs(dtype=torch.float32, shape=SHAPE, prior="standard", grads=()):
@@ -126,13 +129,6 @@ def loss_and_grads(fn, leaves, *rest):
 def assert_same_results(compiled, eager, dtype):
     for c, e in zip(compiled, eager):
         assert_close(c, e.double(), dtype)
-
-
-@pytest.fixture(autouse=True)
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import DTYPES, dtype_id, needs_compiled, seed_tensor
+from helpers import DTYPES, dtype_id, needs_compiled, seed_tensor
 
 import vae_ext
 from vae_ext import _ops, reference
