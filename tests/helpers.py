@@ -29,6 +29,19 @@ TOLERANCES = {
     torch.bfloat16: (1.6e-2, 1.6e-2),
 }
 
+# D = 1, a D that is not a multiple of 4 (groups straddle rows), one row past 65536 elements
+# (the CUDA kernels split it over blocks), 4-d latents and the usual small / medium MLP latents.
+KERNEL_SHAPES = ((3, 1), (5, 7), (4, 1023), (2, 65536 + 3), (2, 3, 5, 7), (64, 32), (33, 512))
+
+
+def skip_cuda_split_shape_on_cpu(backend, shape):
+    """Shapes past 2^17 elements exist to make the CUDA kernels split rows over blocks; on the
+    CPU their float64 reference costs seconds and the CPU row splits have their own tests
+    (tests/test_kl_sum_order.py, tests/test_sampler.py), so they run on CUDA only."""
+    if backend.device.type == "cpu" and math.prod(shape) > 1 << 17:
+        pytest.skip("a CUDA block-split shape: CPU row splits are tested in tests/test_kl_sum_order.py")
+
+
 PRIOR_KINDS = ("standard", "scalar_float", "scalar_tensor", "per_latent", "per_latent_keepdim", "full")
 
 needs_compiled = pytest.mark.skipif(_ops.compiled is None, reason="the compiled extension vae_ext._C is not built")
