@@ -68,10 +68,12 @@ class Backend:
 # The op-set x device pairs, as pytest params of the `backend` / `api_backend` fixtures
 # (tests/conftest.py): the compiled CPU kernels, the pure-PyTorch fallback, and the compiled
 # CUDA kernels (skipped with a reason without a GPU). Modules whose tests build their inputs
-# on `backend.device` opt in to "cuda" with ON_EVERY_DEVICE = True.
+# on `backend.device` opt in to "cuda" with ON_EVERY_DEVICE = True. KERNEL_PARAMS: the
+# compiled kernels alone, on each device.
 BACKEND_PARAMS = (pytest.param("compiled", marks=needs_compiled), pytest.param("fallback"))
 CUDA_PARAM = pytest.param("cuda", marks=(needs_compiled, needs_cuda))
 DEVICE_PARAMS = (*BACKEND_PARAMS, CUDA_PARAM)
+KERNEL_PARAMS = (BACKEND_PARAMS[0], CUDA_PARAM)
 
 
 def make_backend(name):
