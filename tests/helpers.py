@@ -82,10 +82,6 @@ def make_backend(name):
     return Backend(name, getattr(_ops, name), torch.device("cpu"))
 
 
-def op_set(name):
-    return getattr(_ops, name)
-
-
 def dtype_id(dtype):
     return str(dtype).removeprefix("torch.")
 
