@@ -1,25 +1,27 @@
 """Ambiguous or missing noise arguments raise the same error, naming the op, on every path:
-the compiled kernels, the pure-PyTorch reference (the fallback), and the fake kernels that
-torch.compile and FakeTensorMode run."""
+the compiled kernels on every device, the pure-PyTorch reference (the fallback), and the fake
+kernels that torch.compile and FakeTensorMode run."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import needs_compiled
+from helpers import needs_compiled
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from vae_ext import _ops, reference
+from vae_ext import reference
 
+ON_EVERY_DEVICE = True
 BOTH = "eps and seed are both given"
 NEITHER = "pass exactly one of eps and seed"
 
 
-def _inputs():
+def _inputs(device="cpu"):
     gen = torch.Generator().manual_seed(0)
-    mu, logvar, eps, grad_z = (torch.randn(3, 5, generator=gen) for _ in range(4))
-    seed = torch.tensor([7])
-    return {"mu": mu, "logvar": logvar, "eps": eps, "grad_z": grad_z, "grad_kl": torch.ones(3), "seed": seed}
+    mu, logvar, eps, grad_z = (torch.randn(3, 5, generator=gen).to(device) for _ in range(4))
+    seed = torch.tensor([7], device=device)
+    grad_kl = torch.ones(3, device=device)
+    return {"mu": mu, "logvar": logvar, "eps": eps, "grad_z": grad_z, "grad_kl": grad_kl, "seed": seed}
 
 
 # (op, message, call(ops, t)): every combination of eps and seed that an op must refuse.
@@ -73,17 +75,10 @@ def test_reference_rejects(op, message, call):
 
 
 @pytest.mark.parametrize(("op", "message", "call"), CASES, ids=CASE_IDS)
-def test_fallback_op_set_rejects(op, message, call):
+def test_op_set_rejects(backend, op, message, call):
     # The fallback's backward ops are the reference's; its forward ops wrap them in autograd.
     with _expect(op, message):
-        call(_ops.fallback, _inputs())
-
-
-@needs_compiled
-@pytest.mark.parametrize(("op", "message", "call"), CASES, ids=CASE_IDS)
-def test_compiled_cpu_rejects(op, message, call):
-    with _expect(op, message):
-        call(torch.ops.vae_ext, _inputs())
+        call(backend.ops, _inputs(backend.device))
 
 
 @needs_compiled
@@ -106,12 +101,9 @@ def test_torch_compile_rejects_while_tracing():
         compiled(t["mu"], t["logvar"], t["eps"], t["seed"])
 
 
-@pytest.mark.parametrize("ops_name", ("compiled", "fallback"))
-def test_one_of_eps_and_seed_still_works(ops_name):
-    ops = getattr(_ops, ops_name)
-    if ops is None:
-        pytest.skip("the compiled extension vae_ext._C is not built")
-    t = _inputs()
+def test_one_of_eps_and_seed_still_works(backend):
+    ops = backend.ops
+    t = _inputs(backend.device)
     z_eps, _ = ops.reparameterize_kl(t["mu"], t["logvar"], t["eps"], None, None, None)
     z_seed, _ = ops.reparameterize_kl(t["mu"], t["logvar"], None, t["seed"], None, None)
     assert z_eps.shape == z_seed.shape == t["mu"].shape

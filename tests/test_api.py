@@ -1,4 +1,5 @@
-"""The functional API and the ops across shapes, layouts, backends, bad input and NaN."""
+"""The functional API and the ops across shapes, layouts, backends, bad input and NaN, on every
+device (the `backend` / `api_backend` fixtures, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import (
+from helpers import (
     DTYPES,
     HALF_DTYPES,
     TOLERANCES,
@@ -16,39 +17,31 @@ from conftest import (
     dtype_id,
     f64,
     float64_grads,
+    fused_oracle,
     grad_like,
     kl_formula,
     latent,
     make_prior,
     needs_compiled,
     randn,
+    sampled_eps64,
     seed_tensor,
-    z_formula,
 )
 from torch.profiler import ProfilerActivity, profile
 
 import vae_ext
-from vae_ext import _ops, reference
+from vae_ext import _ops
 
+ON_EVERY_DEVICE = True
+SEED = 0x5DEECE66D
 ODD_SHAPES = ((1, 6), (6, 1), (1, 1), (3, 1023), (2, 3, 4, 5), (9,), (0, 5), (0, 2, 3), (0,))
 COPY_EVENTS = {"aten::contiguous", "aten::clone", "aten::copy_", "aten::_to_copy"}
 
 
-def sampled_eps64(seed, like):
-    return reference.normals(int(seed), like.numel()).reshape(like.shape).double()
-
-
-def fused_oracle(eps64):
-    def oracle(mu, logvar, prior_mu, prior_logvar):
-        return z_formula(mu, logvar, eps64), kl_formula(mu, logvar, prior_mu, prior_logvar)
-
-    return oracle
-
-
 def run_fused(mu, logvar, prior_mu=None, prior_logvar=None, seed=5):
     """Functional reparameterize_kl with a known seed; returns (z, kl, seed)."""
-    generator = torch.Generator().manual_seed(seed)
-    drawn = vae_ext.draw_seed("cpu", torch.Generator().manual_seed(seed))
+    generator = torch.Generator(mu.device).manual_seed(seed)
+    drawn = vae_ext.draw_seed(mu.device, torch.Generator(mu.device).manual_seed(seed))
     z, kl = vae_ext.reparameterize_kl(mu, logvar, None, prior_mu, prior_logvar, generator=generator)
     return z, kl, drawn
 
@@ -58,7 +51,8 @@ def run_fused(mu, logvar, prior_mu=None, prior_logvar=None, seed=5):
 
 @pytest.mark.parametrize("shape", ODD_SHAPES, ids=str)
 def test_odd_shapes_values_and_gradients(api_backend, dtype, shape):
-    mu, logvar = latent(shape, dtype)
+    device = api_backend.device
+    mu, logvar = latent(shape, dtype, device=device)
     leaves = [mu.requires_grad_(True), logvar.requires_grad_(True)]
     z, kl, seed = run_fused(*leaves)
     assert z.shape == shape and kl.shape == shape[:1]
@@ -85,8 +79,9 @@ def shaped_prior(kind, shape, dtype):
 @pytest.mark.parametrize("kind", ("scalar_tensor", "per_latent", "per_latent_keepdim", "full", "expanded"))
 @pytest.mark.parametrize("shape", ((1, 6), (6, 1), (1, 1), (2, 300), (2, 3, 4, 5), (9,), (0, 5)), ids=str)
 def test_odd_shapes_with_priors(api_backend, kind, shape):
+    device = api_backend.device
     dtype = torch.float32
-    mu, logvar = latent(shape, dtype)
+    mu, logvar = latent(shape, dtype, device=device)
     prior_mu, prior_logvar = shaped_prior(kind, shape, dtype)
     leaves = [t.requires_grad_(True) for t in (mu, logvar, prior_mu, prior_logvar)]
     z, kl, seed = run_fused(*leaves)
@@ -104,17 +99,19 @@ def test_odd_shapes_with_priors(api_backend, kind, shape):
 
 @pytest.mark.parametrize("shape", ((0, 5), (3, 0), (0,)), ids=str)
 def test_empty_inputs(api_backend, shape):
-    mu = torch.zeros(shape, requires_grad=True)
-    logvar = torch.zeros(shape, requires_grad=True)
+    device = api_backend.device
+    mu = torch.zeros(shape, requires_grad=True, device=device)
+    logvar = torch.zeros(shape, requires_grad=True, device=device)
     z, kl = vae_ext.reparameterize_kl(mu, logvar, prior_mu=0.5)
-    assert z.shape == shape and torch.equal(kl, torch.zeros(shape[0]))
+    assert z.shape == shape and torch.equal(kl, torch.zeros(shape[0], device=device))
     assert vae_ext.gaussian_kl(mu, logvar, reduction="sum").item() == 0.0
     (z.sum() + kl.sum()).backward()
     assert mu.grad.shape == shape and logvar.grad.shape == shape
 
 
 def test_one_dimensional_mu_is_a_batch_of_scalars(api_backend, dtype):
-    mu, logvar = latent((7,), dtype)
+    device = api_backend.device
+    mu, logvar = latent((7,), dtype, device=device)
     kl = vae_ext.gaussian_kl(mu, logvar, reduction="none")
     element = kl_formula(f64(mu)[:, None], f64(logvar)[:, None])
     assert_kl_close(kl, element, dtype, 1)
@@ -123,9 +120,9 @@ def test_one_dimensional_mu_is_a_batch_of_scalars(api_backend, dtype):
 # --------------------------------------------------------------------------- strided rows
 
 
-def chunked_latent(rows, cols, dtype, seed=0):
+def chunked_latent(rows, cols, dtype, seed=0, device="cpu"):
     """(h, mu, logvar) with mu, logvar = h.chunk(2, dim=1): strided rows, contiguous inside."""
-    h = randn((rows, 2 * cols), dtype, torch.Generator().manual_seed(seed))
+    h = randn((rows, 2 * cols), dtype, torch.Generator().manual_seed(seed), device=device)
     mu, logvar = h.chunk(2, dim=1)
     assert not mu.is_contiguous() and mu.stride() == (2 * cols, 1)
     return h, mu, logvar
@@ -133,8 +130,9 @@ def chunked_latent(rows, cols, dtype, seed=0):
 
 @pytest.mark.parametrize("kind", ("standard", "per_latent", "full"))
 def test_strided_rows_match_contiguous(api_backend, dtype, kind):
-    h, mu, logvar = chunked_latent(6, 10, dtype)
-    prior_mu, prior_logvar = make_prior(kind, (6, 10), dtype)
+    device = api_backend.device
+    h, mu, logvar = chunked_latent(6, 10, dtype, device=device)
+    prior_mu, prior_logvar = make_prior(kind, (6, 10), dtype, device=device)
     if kind == "full":  # strided full priors too
         prior_mu, prior_logvar = torch.cat((prior_mu, prior_logvar), dim=1).chunk(2, dim=1)
     h.requires_grad_(True)
@@ -155,13 +153,30 @@ def test_strided_rows_match_contiguous(api_backend, dtype, kind):
 
 
 def test_strided_eps_and_grad_z(backend, dtype):
-    _, mu, logvar = chunked_latent(5, 8, dtype, seed=1)
-    _, eps, grad_z = chunked_latent(5, 8, dtype, seed=2)
+    device = backend.device
+    _, mu, logvar = chunked_latent(5, 8, dtype, seed=1, device=device)
+    _, eps, grad_z = chunked_latent(5, 8, dtype, seed=2, device=device)
     z = backend.reparameterize(mu, logvar, eps)
     assert torch.equal(z, backend.reparameterize(mu.contiguous(), logvar.contiguous(), eps.contiguous()))
     grad_logvar = backend.reparameterize_backward(grad_z, logvar, eps, None)
     expected = backend.reparameterize_backward(grad_z.contiguous(), logvar.contiguous(), eps.contiguous(), None)
     assert torch.equal(grad_logvar, expected)
+
+
+@pytest.mark.parametrize("latent_dim", [1, 12, 1023, 4096])
+def test_strided_rows_match_contiguous_in_the_ops(backend, dtype, latent_dim):
+    _, mu, logvar = chunked_latent(48, latent_dim, dtype, seed=3, device=backend.device)
+    seed = seed_tensor(SEED, backend.device)
+    z, kl = backend.reparameterize_kl(mu, logvar, None, seed, None, None)
+    z_ref, kl_ref = backend.reparameterize_kl(mu.contiguous(), logvar.contiguous(), None, seed, None, None)
+    assert torch.equal(z, z_ref)
+    assert torch.equal(kl, kl_ref)
+    grads = backend.reparameterize_kl_backward(z, kl, mu, logvar, None, seed, None, None, False)
+    grads_ref = backend.reparameterize_kl_backward(
+        z, kl, mu.contiguous(), logvar.contiguous(), None, seed, None, None, False
+    )
+    for g, r in zip(grads[:2], grads_ref[:2]):
+        assert torch.equal(g, r)
 
 
 def copy_events(fn):
@@ -216,16 +231,18 @@ def test_copy_detector_sees_a_copy():
 
 @pytest.mark.parametrize("shape", ((1,), (1, 1)), ids=str)
 def test_seed_of_any_single_element_shape(backend, shape):
-    mu, logvar = latent((3, 4), torch.float32)
-    seed = torch.full(shape, 123456789, dtype=torch.int64)
+    device = backend.device
+    mu, logvar = latent((3, 4), torch.float32, device=device)
+    seed = torch.full(shape, 123456789, dtype=torch.int64, device=device)
     assert torch.equal(
         backend.reparameterize_sampled(mu, logvar, seed),
-        backend.reparameterize_sampled(mu, logvar, seed_tensor(123456789)),
+        backend.reparameterize_sampled(mu, logvar, seed_tensor(123456789, device)),
     )
 
 
 def test_integer_prior_is_a_float_prior(api_backend):
-    mu, logvar = latent((3, 4), torch.float64)
+    device = api_backend.device
+    mu, logvar = latent((3, 4), torch.float64, device=device)
     assert torch.equal(
         vae_ext.gaussian_kl(mu, logvar, 1, -2, reduction="none"),
         vae_ext.gaussian_kl(mu, logvar, 1.0, -2.0, reduction="none"),
@@ -327,11 +344,11 @@ def test_backends_sample_bit_identical_z(dtype):
 # --------------------------------------------------------------------------- errors
 
 
-def bad_calls(ops):
+def bad_calls(ops, device="cpu"):
     """(description, call, exception type, argument named in the message)."""
-    mu, logvar = latent((4, 5), torch.float32)
-    seed = seed_tensor(1)
-    per_latent = torch.zeros(5)
+    mu, logvar = latent((4, 5), torch.float32, device=device)
+    seed = seed_tensor(1, device)
+    per_latent = torch.zeros(5, device=device)
     return [
         ("logvar shape", lambda: ops.reparameterize(mu, logvar[:, :4], mu), ValueError, "logvar"),
         ("eps shape", lambda: ops.reparameterize(mu, logvar, mu[:3]), ValueError, "eps"),
@@ -343,27 +360,44 @@ def bad_calls(ops):
         ("mu device", lambda: ops.reparameterize(mu.to("meta"), logvar, mu), ValueError, "logvar"),
         ("seed device", lambda: ops.reparameterize_sampled(mu, logvar, seed.to("meta")), ValueError, "seed"),
         ("prior device", lambda: ops.gaussian_kl(mu, logvar, per_latent.to("meta"), None), ValueError, "prior_mu"),
-        ("prior_mu shape", lambda: ops.gaussian_kl(mu, logvar, torch.zeros(4), None), ValueError, "prior_mu"),
+        (
+            "prior_mu shape",
+            lambda: ops.gaussian_kl(mu, logvar, torch.zeros(4, device=device), None),
+            ValueError,
+            "prior_mu",
+        ),
         (
             "prior_logvar shape",
-            lambda: ops.gaussian_kl(mu, logvar, None, torch.zeros(4, 1)),
+            lambda: ops.gaussian_kl(mu, logvar, None, torch.zeros(4, 1, device=device)),
             ValueError,
             "prior_logvar",
         ),
         (
             "prior_logvar 3-d",
-            lambda: ops.gaussian_kl(mu, logvar, None, torch.zeros(1, 4, 5)),
+            lambda: ops.gaussian_kl(mu, logvar, None, torch.zeros(1, 4, 5, device=device)),
             ValueError,
             "prior_logvar",
         ),
         ("prior dtype", lambda: ops.gaussian_kl(mu, logvar, per_latent.double(), None), TypeError, "prior_mu"),
-        ("seed dtype", lambda: ops.reparameterize_sampled(mu, logvar, torch.tensor(1.0)), TypeError, "seed"),
+        (
+            "seed dtype",
+            lambda: ops.reparameterize_sampled(mu, logvar, torch.tensor(1.0, device=device)),
+            TypeError,
+            "seed",
+        ),
         ("seed int32", lambda: ops.reparameterize_kl(mu, logvar, None, seed.int(), None, None), TypeError, "seed"),
-        ("seed size", lambda: ops.reparameterize_sampled(mu, logvar, torch.tensor([1, 2])), ValueError, "seed"),
+        (
+            "seed size",
+            lambda: ops.reparameterize_sampled(mu, logvar, torch.tensor([1, 2], device=device)),
+            ValueError,
+            "seed",
+        ),
         ("grad_z shape", lambda: ops.reparameterize_backward(mu[:2], logvar, mu, None), ValueError, "grad_z"),
         (
             "grad_kl shape",
-            lambda: ops.reparameterize_kl_backward(None, torch.ones(3), mu, logvar, None, None, None, None, False),
+            lambda: ops.reparameterize_kl_backward(
+                None, torch.ones(3, device=device), mu, logvar, None, None, None, None, False
+            ),
             ValueError,
             "grad_kl",
         ),
@@ -375,13 +409,13 @@ BAD_CALL_NAMES = [case[0] for case in bad_calls(_ops.fallback)]
 
 @pytest.mark.parametrize("case", BAD_CALL_NAMES)
 def test_bad_input_raises_naming_the_argument(backend, case):
-    _, call, error, argument = next(c for c in bad_calls(backend) if c[0] == case)
+    _, call, error, argument = next(c for c in bad_calls(backend, backend.device) if c[0] == case)
     with pytest.raises(error, match=rf"\b{argument}\b must"):
         call()
 
 
-def functional_bad_calls():
-    mu, logvar = latent((4, 5), torch.float32)
+def functional_bad_calls(device="cpu"):
+    mu, logvar = latent((4, 5), torch.float32, device=device)
     return [
         ("kl reduction", lambda: vae_ext.gaussian_kl(mu, logvar, reduction="avg"), ValueError, "reduction"),
         (
@@ -392,8 +426,13 @@ def functional_bad_calls():
         ),
         ("prior type", lambda: vae_ext.gaussian_kl(mu, logvar, "zero"), TypeError, "prior_mu"),
         ("prior bool", lambda: vae_ext.reparameterize_kl(mu, logvar, prior_logvar=True), TypeError, "prior_logvar"),
-        ("prior shape", lambda: vae_ext.gaussian_kl(mu, logvar, torch.zeros(3, 5)), ValueError, "prior_mu"),
-        ("eps shape", lambda: vae_ext.reparameterize(mu, logvar, torch.zeros(4, 6)), ValueError, "eps"),
+        (
+            "prior shape",
+            lambda: vae_ext.gaussian_kl(mu, logvar, torch.zeros(3, 5, device=device)),
+            ValueError,
+            "prior_mu",
+        ),
+        ("eps shape", lambda: vae_ext.reparameterize(mu, logvar, torch.zeros(4, 6, device=device)), ValueError, "eps"),
         ("integer mu", lambda: vae_ext.reparameterize(mu.int(), logvar.int()), TypeError, "mu"),
         ("logvar device", lambda: vae_ext.reparameterize_kl(mu, logvar.to("meta")), ValueError, "logvar"),
     ]
@@ -401,7 +440,7 @@ def functional_bad_calls():
 
 @pytest.mark.parametrize("case", [c[0] for c in functional_bad_calls()])
 def test_functional_bad_input_raises_naming_the_argument(api_backend, case):
-    _, call, error, argument = next(c for c in functional_bad_calls() if c[0] == case)
+    _, call, error, argument = next(c for c in functional_bad_calls(api_backend.device) if c[0] == case)
     with pytest.raises(error, match=rf"\b{argument}\b"):
         call()
 
@@ -414,9 +453,10 @@ NAN_TARGETS = ("mu", "logvar", "prior_mu", "prior_logvar")
 
 @pytest.mark.parametrize("target", NAN_TARGETS)
 def test_nan_in_nan_out(api_backend, dtype, target):
+    device = api_backend.device
     shape = (4, 6)
-    mu, logvar = latent(shape, dtype)
-    prior_mu, prior_logvar = make_prior("per_latent", shape, dtype)
+    mu, logvar = latent(shape, dtype, device=device)
+    prior_mu, prior_logvar = make_prior("per_latent", shape, dtype, device=device)
     tensors = {"mu": mu, "logvar": logvar, "prior_mu": prior_mu, "prior_logvar": prior_logvar}
     poisoned = tensors[target]
     poisoned.view(-1)[poisoned.numel() // 2 + 1] = math.nan
@@ -429,12 +469,12 @@ def test_nan_in_nan_out(api_backend, dtype, target):
     expected_z, expected_kl = oracle(*(f64(t) for t in leaves))
     assert torch.isnan(z).any() == (target in ("mu", "logvar"))
     assert torch.isnan(kl).any()
-    torch.testing.assert_close(torch.isnan(z), torch.isnan(expected_z))
-    torch.testing.assert_close(torch.isnan(kl), torch.isnan(expected_kl))
+    torch.testing.assert_close(torch.isnan(z).cpu(), torch.isnan(expected_z))
+    torch.testing.assert_close(torch.isnan(kl).cpu(), torch.isnan(expected_kl))
     expected_grads = float64_grads(oracle, leaves, (grad_z, grad_kl))
     for name, grad, exp in zip(NAN_TARGETS, grads, expected_grads):
         assert torch.isnan(exp).any() or name != target
-        torch.testing.assert_close(torch.isnan(grad), torch.isnan(exp), msg=f"NaN pattern of d/d{name}")
+        torch.testing.assert_close(torch.isnan(grad).cpu(), torch.isnan(exp), msg=f"NaN pattern of d/d{name}")
 
 
 # --------------------------------------------------------------------------- build info
@@ -454,11 +494,13 @@ def test_build_info():
 def test_public_names():
     for name in ("reparameterize", "gaussian_kl", "reparameterize_kl", "build_info", "draw_seed"):
         assert callable(getattr(vae_ext, name))
-    assert set(_ops.OP_NAMES) == {
-        "reparameterize",
-        "reparameterize_sampled",
-        "reparameterize_backward",
-        "gaussian_kl",
-        "reparameterize_kl",
-        "reparameterize_kl_backward",
+    for name in _ops.OP_NAMES:  # the one op list (vae_ext/_ops.py): each op set has each op
+        assert callable(getattr(_ops.fallback, name))
+
+
+@needs_compiled
+def test_op_list_is_the_registered_ops():
+    registered = {
+        n.removeprefix("vae_ext::") for n in torch._C._dispatch_get_all_op_names() if n.startswith("vae_ext::")
     }
+    assert registered == set(_ops.OP_NAMES)

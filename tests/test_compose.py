@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import BACKEND_PARAMS, needs_compiled, needs_cuda, op_set
+from helpers import needs_compiled, needs_cuda
 from torch.autograd import gradcheck, gradgradcheck
 from torch.func import grad, jacfwd, jacrev, vjp, vmap
 
@@ -18,22 +18,17 @@ from vae_ext import _ops
 
 DEVICES = ("cpu", pytest.param("cuda", marks=needs_cuda))
 SHAPES = ((3, 5), (2, 3, 2))
+
+# No compiled graph leaks from one test into the next (the fixture is in tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("fresh_dynamo")
 F64 = torch.float64
 
 
-@pytest.fixture(params=BACKEND_PARAMS)
-def ops(request, monkeypatch):
-    """An op set, also routed through the functional API."""
-    chosen = op_set(request.param)
-    monkeypatch.setattr(_ops, "ops", chosen)
-    return chosen
-
-
-@pytest.fixture(autouse=True)
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
+@pytest.fixture
+def ops(api_backend):
+    """An op set (compiled or fallback), also routed through the functional API; the tensors'
+    device is each test's own `device` parameter, so both op sets also run on CUDA."""
+    return api_backend.ops
 
 
 def leaf(shape, device, seed, scale=1.0, shift=0.0):

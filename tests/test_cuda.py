@@ -1,27 +1,14 @@
-"""The CUDA kernels: values and gradients against the float64 reference, the ε stream against
-the CPU kernels bit for bit, strided rows, determinism, opcheck, torch.compile, CUDA graphs and
-tensors past 2^31 elements. Every test needs a GPU and skips without one."""
+"""What only CUDA has: the build of the CUDA kernels, CPU<->CUDA bit equality (ε stream, outputs,
+KL), device mixing, memory, streams, several GPUs, CUDA graphs and tensors past 2^31 elements.
+Every other CUDA check is the `cuda` parameter of the op tests (tests/test_reparameterize.py,
+tests/test_kl.py, tests/test_fused.py, tests/test_sampler.py, tests/test_api.py,
+tests/test_opcheck_compile.py, ...). Every test here needs a GPU and skips without one."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-from conftest import (
-    DTYPES,
-    PRIOR_KINDS,
-    as_prior_tensor,
-    assert_close,
-    assert_kl_close,
-    compute_dtype,
-    dtype_id,
-    f64,
-    generator,
-    latent,
-    make_prior,
-    randn,
-)
+from helpers import DTYPES, compute_dtype, dtype_id, generator, latent, randn, tensor_priors
 
 import vae_ext
 from vae_ext import reference
@@ -31,9 +18,6 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 OPS = torch.ops.vae_ext
 CUDA = torch.device("cuda")
 SEED = 0x5DEECE66D
-# D = 1, a D that is not a multiple of 4 (groups straddle rows), one row past 65536 elements
-# (rows split over blocks), 4-d latents and the usual small / medium MLP latents.
-SHAPES = ((3, 1), (5, 7), (4, 1023), (2, 65536 + 3), (2, 3, 5, 7), (64, 32), (33, 512))
 GIB = 1 << 30
 
 
@@ -45,34 +29,15 @@ def seed_on(device, value=SEED):
     return torch.tensor(value, dtype=torch.int64, device=device)
 
 
-def prior_tensors(kind, shape, dtype):
-    """(prior_mu, prior_logvar) of one kind as CPU tensors of dtype, or None."""
-    prior_mu, prior_logvar = make_prior(kind, shape, dtype)
-    like = torch.empty((), dtype=dtype)
-    return as_prior_tensor(prior_mu, like), as_prior_tensor(prior_logvar, like)
-
-
 def case(shape, dtype, kind="standard", seed=0):
     """CPU inputs: mu, logvar, eps, prior_mu, prior_logvar, grad_z, grad_kl."""
     mu, logvar = latent(shape, dtype, seed=seed)
-    prior_mu, prior_logvar = prior_tensors(kind, shape, dtype)
+    prior_mu, prior_logvar = tensor_priors(kind, shape, dtype)
     gen = generator(seed + 100)
     eps = randn(shape, dtype, gen)
     grad_z = randn(shape, dtype, gen, shift=0.25)
     grad_kl = randn(shape[:1], compute_dtype(dtype), gen, shift=0.5)
     return mu, logvar, eps, prior_mu, prior_logvar, grad_z, grad_kl
-
-
-def latent_size(shape):
-    return math.prod(shape[1:])
-
-
-def prior_ids(kinds=PRIOR_KINDS):
-    return [pytest.param(k, id=k) for k in kinds]
-
-
-def dtype_params():
-    return [pytest.param(d, id=dtype_id(d)) for d in DTYPES]
 
 
 def test_cuda_kernels_are_built():
@@ -81,91 +46,7 @@ def test_cuda_kernels_are_built():
     assert torch._C._dispatch_has_kernel_for_dispatch_key("vae_ext::reparameterize_kl", "CUDA")
 
 
-# --------------------------------------------------------------------------- values
-
-
-@pytest.mark.parametrize("kind", prior_ids())
-@pytest.mark.parametrize("dtype", dtype_params())
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_forward_matches_float64_reference(shape, dtype, kind):
-    mu, logvar, eps, prior_mu, prior_logvar, _, _ = case(shape, dtype, kind)
-    seed = seed_on("cpu")
-    z, kl = OPS.reparameterize_kl(*cuda(mu, logvar), None, seed_on(CUDA), *cuda(prior_mu, prior_logvar))
-    z_ref, kl_ref = reference.reparameterize_kl(f64(mu), f64(logvar), None, seed, f64(prior_mu), f64(prior_logvar))
-    assert z.is_contiguous() and z.shape == mu.shape
-    assert_close(z.cpu(), z_ref, dtype)
-    assert_kl_close(kl.cpu(), kl_ref, dtype, latent_size(shape))
-
-    z_given, kl_given = OPS.reparameterize_kl(*cuda(mu, logvar, eps), None, *cuda(prior_mu, prior_logvar))
-    assert_close(z_given.cpu(), reference.reparameterize(f64(mu), f64(logvar), f64(eps)), dtype)
-    assert torch.equal(kl_given, kl)
-    assert torch.equal(OPS.gaussian_kl(*cuda(mu, logvar, prior_mu, prior_logvar)), kl)
-
-
-@pytest.mark.parametrize("dtype", dtype_params())
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_reparameterize_ops_match_fused(shape, dtype):
-    mu, logvar, eps, *_ = case(shape, dtype)
-    z_fused, _ = OPS.reparameterize_kl(*cuda(mu, logvar), None, seed_on(CUDA), None, None)
-    assert torch.equal(OPS.reparameterize_sampled(*cuda(mu, logvar), seed_on(CUDA)), z_fused)
-    z_given, _ = OPS.reparameterize_kl(*cuda(mu, logvar, eps), None, None, None)
-    assert torch.equal(OPS.reparameterize(*cuda(mu, logvar, eps)), z_given)
-
-
-@pytest.mark.parametrize("kind", prior_ids())
-@pytest.mark.parametrize("dtype", dtype_params())
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_backward_matches_float64_reference(shape, dtype, kind):
-    mu, logvar, eps, prior_mu, prior_logvar, grad_z, grad_kl = case(shape, dtype, kind)
-    prior_grads = prior_mu is not None
-    seed = seed_on("cpu")
-    terms = (None, grad_kl, None, None), (grad_z, grad_kl, None, seed), (grad_z, None, eps, None)
-    for g_z, g_kl, e, s in terms:
-        got = OPS.reparameterize_kl_backward(
-            *cuda(g_z, g_kl, mu, logvar, e),
-            None if s is None else seed_on(CUDA),
-            *cuda(prior_mu, prior_logvar),
-            prior_grads,
-        )
-        want = reference.reparameterize_kl_backward(
-            f64(g_z), f64(g_kl), f64(mu), f64(logvar), f64(e), s, f64(prior_mu), f64(prior_logvar), prior_grads
-        )
-        for actual, expected in zip(got, want):
-            assert actual.shape == expected.shape
-            assert_close(actual.cpu(), expected, dtype)
-
-
-@pytest.mark.parametrize("dtype", dtype_params())
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_reparameterize_backward_matches_float64_reference(shape, dtype):
-    _, logvar, eps, _, _, grad_z, _ = case(shape, dtype)
-    seed = seed_on("cpu")
-    sampled = OPS.reparameterize_backward(*cuda(grad_z, logvar), None, seed_on(CUDA))
-    assert_close(sampled.cpu(), reference.reparameterize_backward(f64(grad_z), f64(logvar), None, seed), dtype)
-    given = OPS.reparameterize_backward(*cuda(grad_z, logvar, eps), None)
-    assert_close(given.cpu(), reference.reparameterize_backward(f64(grad_z), f64(logvar), f64(eps)), dtype)
-
-
-def test_gradcheck_float64():
-    mu, logvar, _, prior_mu, prior_logvar, _, _ = case((3, 5), torch.float64, "full")
-    leaves = [t.to(CUDA).requires_grad_(True) for t in (mu, logvar, prior_mu, prior_logvar)]
-    seed = seed_on(CUDA)
-
-    def fused(mu, logvar, prior_mu, prior_logvar):
-        return OPS.reparameterize_kl(mu, logvar, None, seed, prior_mu, prior_logvar)
-
-    assert torch.autograd.gradcheck(fused, leaves)
-    assert torch.autograd.gradcheck(lambda m, lv: OPS.reparameterize_sampled(m, lv, seed), leaves[:2])
-
-
-@pytest.mark.parametrize("shape", [(0, 8), (6, 0), (0, 3, 4)], ids=str)
-def test_empty_shapes(shape):
-    mu, logvar = (torch.randn(shape, device=CUDA) for _ in range(2))
-    z, kl = OPS.reparameterize_kl(mu, logvar, None, seed_on(CUDA), None, None)
-    assert z.shape == mu.shape and kl.shape == (shape[0],)
-    assert torch.equal(kl, torch.zeros_like(kl))
-    grads = OPS.reparameterize_kl_backward(mu, kl, mu, logvar, None, seed_on(CUDA), None, None, False)
-    assert grads[0].shape == mu.shape and grads[1].shape == mu.shape
+# --------------------------------------------------------------------------- devices
 
 
 def test_inputs_on_other_devices_are_rejected():
@@ -208,27 +89,6 @@ def test_outputs_match_cpu_bitwise(shape, dtype):
         assert torch.equal(g.cpu(), c)
 
 
-# --------------------------------------------------------------------------- layout, determinism
-
-
-@pytest.mark.parametrize("dtype", dtype_params())
-@pytest.mark.parametrize("latent_dim", [1, 12, 1023, 4096])
-def test_strided_rows_match_contiguous(latent_dim, dtype):
-    h = randn((48, 2 * latent_dim), dtype, generator(3)).to(CUDA)
-    mu, logvar = h.chunk(2, dim=1)
-    assert not mu.is_contiguous()
-    z, kl = OPS.reparameterize_kl(mu, logvar, None, seed_on(CUDA), None, None)
-    z_ref, kl_ref = OPS.reparameterize_kl(mu.contiguous(), logvar.contiguous(), None, seed_on(CUDA), None, None)
-    assert torch.equal(z, z_ref)
-    assert torch.equal(kl, kl_ref)
-    grads = OPS.reparameterize_kl_backward(z, kl, mu, logvar, None, seed_on(CUDA), None, None, False)
-    grads_ref = OPS.reparameterize_kl_backward(
-        z, kl, mu.contiguous(), logvar.contiguous(), None, seed_on(CUDA), None, None, False
-    )
-    for g, r in zip(grads[:2], grads_ref[:2]):
-        assert torch.equal(g, r)
-
-
 KL_ROW_LENGTHS = (1, 2, 3, 5, 8, 13, 16, 31, 64, 100, 127, 128, 129, 257, 1000, 1023, 4096, 4097, 100000, 131072)
 
 
@@ -252,6 +112,9 @@ def test_kl_is_the_cpu_and_reference_kl_bitwise(dtype):
             assert torch.equal(kl_given.cpu(), kl_cpu), (rows, cols)
 
 
+# --------------------------------------------------------------------------- memory, streams, devices
+
+
 def test_strided_rows_are_not_copied():
     h = torch.randn(256, 2 * 4096, device=CUDA)
     mu, logvar = h.chunk(2, dim=1)
@@ -264,22 +127,6 @@ def test_strided_rows_are_not_copied():
     extra = torch.cuda.max_memory_allocated() - before
     outputs = z.numel() * z.element_size() + kl.numel() * kl.element_size()
     assert extra < outputs + mu.numel() * mu.element_size() // 2, (extra, outputs)
-
-
-@pytest.mark.parametrize("dtype", dtype_params())
-@pytest.mark.parametrize("shape", [(2, 65536 + 3), (3, 65536), (300, 1024), (4096, 64), (5000, 3)], ids=str)
-def test_kl_is_bit_reproducible(shape, dtype):
-    mu, logvar, _, prior_mu, prior_logvar, _, _ = case(shape, dtype, "full")
-    args = (*cuda(mu, logvar), None, seed_on(CUDA), *cuda(prior_mu, prior_logvar))
-    z1, kl1 = OPS.reparameterize_kl(*args)
-    z2, kl2 = OPS.reparameterize_kl(*args)
-    assert torch.equal(kl1, kl2) and torch.equal(z1, z2)
-    assert_kl_close(
-        kl1.cpu(),
-        reference.gaussian_kl(f64(mu), f64(logvar), f64(prior_mu), f64(prior_logvar)),
-        dtype,
-        latent_size(shape),
-    )
 
 
 def test_runs_on_the_current_stream():
@@ -303,90 +150,6 @@ def test_runs_on_the_inputs_device():
         z, kl = OPS.reparameterize_kl(mu.to(device), logvar.to(device), None, seed_on(device), None, None)
     z_ref, kl_ref = OPS.reparameterize_kl(*cuda(mu, logvar), None, seed_on(CUDA), None, None)
     assert z.device == device and torch.equal(z.cpu(), z_ref.cpu()) and torch.equal(kl.cpu(), kl_ref.cpu())
-
-
-# --------------------------------------------------------------------------- opcheck, compile
-
-
-def opcheck_cases():
-    mu, logvar, eps, prior_mu, prior_logvar, grad_z, grad_kl = cuda(*case((4, 6), torch.float32, "per_latent"))
-    seed = seed_on(CUDA)
-    leaves = [t.clone().requires_grad_(True) for t in (mu, logvar, prior_mu, prior_logvar)]
-    half = cuda(*case((3, 2, 2, 5), torch.float16, "full"))
-    return [
-        ("reparameterize", (leaves[0], leaves[1], eps)),
-        ("reparameterize_sampled", (leaves[0], leaves[1], seed)),
-        ("gaussian_kl", tuple(leaves)),
-        ("reparameterize_kl", (leaves[0], leaves[1], None, seed, leaves[2], leaves[3])),
-        ("reparameterize_kl", (leaves[0], leaves[1], eps, None, None, None)),
-        ("reparameterize_kl", (half[0], half[1], None, seed, half[3], half[4])),
-        ("reparameterize_backward", (grad_z, logvar, None, seed)),
-        ("reparameterize_kl_backward", (grad_z, grad_kl, mu, logvar, None, seed, prior_mu, prior_logvar, True)),
-        ("reparameterize_kl_backward", (None, grad_kl, mu, logvar, None, None, None, None, False)),
-    ]
-
-
-OPCHECK_CASES = 9  # built inside the tests: CUDA tensors cannot be made at collection time
-
-
-@pytest.mark.parametrize("index", range(OPCHECK_CASES))
-def test_opcheck_on_cuda(index):
-    name, args = opcheck_cases()[index]
-    torch.library.opcheck(getattr(OPS, name).default, args)
-
-
-def test_opcheck_cases_cover_every_op():
-    cases = opcheck_cases()
-    assert len(cases) == OPCHECK_CASES
-    assert {name for name, _ in cases} == set(vae_ext._ops.OP_NAMES)
-
-
-def sampled_loss(mu, logvar, seed, prior_logvar, weight):
-    z, kl = OPS.reparameterize_kl(mu, logvar, None, seed, None, prior_logvar)
-    return z, (z * weight).sum() + kl.mean()
-
-
-def given_loss(mu, logvar, eps, weight):
-    z, kl = vae_ext.reparameterize_kl(mu, logvar, eps, prior_mu=0.5, reduction="mean")
-    return z, (z * weight).sum() + kl + vae_ext.gaussian_kl(mu, logvar, reduction="sum")
-
-
-def loss_and_grads(fn, leaves, *rest):
-    z, loss = fn(*leaves, *rest)
-    return (z.detach(), loss.detach(), *torch.autograd.grad(loss, leaves))
-
-
-@pytest.fixture
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
-@pytest.mark.usefixtures("fresh_dynamo")
-def test_compile_fullgraph_sampled_matches_eager():
-    mu, logvar, _, _, prior_logvar, grad_z, _ = cuda(*case((16, 40), torch.float32, "per_latent"))
-    leaves = [t.requires_grad_(True) for t in (mu, logvar, prior_logvar)]
-    seed = seed_on(CUDA)
-    compiled_fn = torch.compile(sampled_loss, fullgraph=True)
-    eager = loss_and_grads(sampled_loss, leaves[:2], seed, leaves[2], grad_z)
-    compiled = loss_and_grads(compiled_fn, leaves[:2], seed, leaves[2], grad_z)
-    assert torch.equal(compiled[0], eager[0])
-    for c, e in zip(compiled[1:], eager[1:]):
-        assert_close(c.cpu(), e.cpu().double(), torch.float32, terms=40)
-    seed.fill_(12345)
-    assert not torch.equal(loss_and_grads(compiled_fn, leaves[:2], seed, leaves[2], grad_z)[0], eager[0])
-
-
-@pytest.mark.usefixtures("fresh_dynamo")
-def test_compile_fullgraph_given_eps_matches_eager(monkeypatch):
-    monkeypatch.setattr(vae_ext._ops, "ops", vae_ext._ops.compiled)
-    mu, logvar, eps, _, _, grad_z, _ = cuda(*case((16, 40), torch.float32))
-    leaves = [t.requires_grad_(True) for t in (mu, logvar, eps)]
-    eager = loss_and_grads(given_loss, leaves, grad_z)
-    compiled = loss_and_grads(torch.compile(given_loss, fullgraph=True), leaves, grad_z)
-    for c, e in zip(compiled, eager):
-        assert_close(c.cpu(), e.cpu().double(), torch.float32, terms=40)
 
 
 # --------------------------------------------------------------------------- CUDA graphs

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import TOLERANCES, compute_dtype, dtype_id, needs_compiled, randn
+from helpers import TOLERANCES, compute_dtype, dtype_id, needs_compiled, randn
 from torch.distributions import Normal, kl_divergence
 
 import vae_ext

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import TOLERANCES, batch_sum, compute_dtype, f64, grad_like, latent, needs_compiled, randn
+from helpers import TOLERANCES, batch_sum, compute_dtype, f64, grad_like, latent, needs_compiled, randn
 from torch.distributions import Independent, Normal, Uniform, kl_divergence
 
 import vae_ext

@@ -1,4 +1,5 @@
-"""gaussian_kl: values and gradients against float64 formulas and torch.distributions."""
+"""gaussian_kl: values and gradients against float64 formulas and torch.distributions, on every
+device (the `backend` / `api_backend` fixtures, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import (
+from helpers import (
     PRIOR_KINDS,
     as_prior_tensor,
     assert_close,
@@ -24,6 +25,7 @@ from conftest import (
 
 import vae_ext
 
+ON_EVERY_DEVICE = True
 SHAPES = ((5, 7), (3, 2, 3, 4))
 
 
@@ -35,8 +37,9 @@ def prior_terms(prior, shape):
 @pytest.mark.parametrize("kind", PRIOR_KINDS)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_kl_values(api_backend, dtype, kind, shape):
-    mu, logvar = latent(shape, dtype)
-    prior_mu, prior_logvar = make_prior(kind, shape, dtype)
+    device = api_backend.device
+    mu, logvar = latent(shape, dtype, device=device)
+    prior_mu, prior_logvar = make_prior(kind, shape, dtype, device=device)
     kl = vae_ext.gaussian_kl(mu, logvar, prior_mu, prior_logvar, reduction="none")
     args = (f64(mu), f64(logvar), f64(prior_mu), f64(prior_logvar))
     latent_size = math.prod(shape[1:])
@@ -47,16 +50,18 @@ def test_kl_values(api_backend, dtype, kind, shape):
 
 @pytest.mark.parametrize("kind", PRIOR_KINDS)
 def test_kl_op_takes_tensor_priors(backend, kind):
-    mu, logvar = latent((4, 6), torch.float64)
-    prior_mu, prior_logvar = (as_prior_tensor(p, mu) for p in make_prior(kind, (4, 6), torch.float64))
+    device = backend.device
+    mu, logvar = latent((4, 6), torch.float64, device=device)
+    prior_mu, prior_logvar = (as_prior_tensor(p, mu) for p in make_prior(kind, (4, 6), torch.float64, device=device))
     kl = backend.gaussian_kl(mu, logvar, prior_mu, prior_logvar)
-    assert_kl_close(kl, kl_formula(mu, logvar, f64(prior_mu), f64(prior_logvar)), torch.float64, 6)
+    assert_kl_close(kl, kl_formula(f64(mu), f64(logvar), f64(prior_mu), f64(prior_logvar)), torch.float64, 6)
 
 
 @pytest.mark.parametrize("which", ("prior_mu", "prior_logvar"))
 def test_kl_with_only_one_prior_argument(api_backend, dtype, which):
-    mu, logvar = latent((4, 9), dtype)
-    p = randn((9,), dtype, torch.Generator().manual_seed(3), 0.7)
+    device = api_backend.device
+    mu, logvar = latent((4, 9), dtype, device=device)
+    p = randn((9,), dtype, torch.Generator().manual_seed(3), 0.7, device=device)
     priors = {"prior_mu": p, "prior_logvar": None} if which == "prior_mu" else {"prior_mu": None, "prior_logvar": p}
     kl = vae_ext.gaussian_kl(mu, logvar, reduction="none", **priors)
     expected = kl_formula(f64(mu), f64(logvar), f64(priors["prior_mu"]), f64(priors["prior_logvar"]))
@@ -65,20 +70,22 @@ def test_kl_with_only_one_prior_argument(api_backend, dtype, which):
 
 @pytest.mark.parametrize("kind", ("standard", "scalar_tensor", "per_latent", "full"))
 def test_kl_is_exactly_zero_when_q_equals_p(api_backend, dtype, kind):
+    device = api_backend.device
     shape = (4, 11)
-    prior_mu, prior_logvar = make_prior(kind, shape, dtype)
+    prior_mu, prior_logvar = make_prior(kind, shape, dtype, device=device)
     if kind == "standard":
-        mu, logvar = torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)
+        mu, logvar = torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device)
     else:
         mu, logvar = prior_mu.expand(shape).clone(), prior_logvar.expand(shape).clone()
     kl = vae_ext.gaussian_kl(mu, logvar, prior_mu, prior_logvar, reduction="none")
-    assert torch.equal(kl, torch.zeros(shape[0], dtype=compute_dtype(dtype)))
+    assert torch.equal(kl, torch.zeros(shape[0], dtype=compute_dtype(dtype), device=device))
 
 
 @pytest.mark.parametrize("prior_logvar", (None, 30.0, -30.0))
 def test_kl_finite_and_accurate_for_extreme_logvar(api_backend, dtype, prior_logvar):
-    logvar = torch.tensor([[30.0, -30.0, 29.5, -29.5, 0.0, 1e-3]], dtype=dtype).repeat(3, 1)
-    mu = torch.tensor([0.5, -1.0, 2.0], dtype=dtype)[:, None].expand(3, 6).contiguous()
+    device = api_backend.device
+    logvar = torch.tensor([[30.0, -30.0, 29.5, -29.5, 0.0, 1e-3]], dtype=dtype, device=device).repeat(3, 1)
+    mu = torch.tensor([0.5, -1.0, 2.0], dtype=dtype, device=device)[:, None].expand(3, 6).contiguous()
     kl = vae_ext.gaussian_kl(mu, logvar, None, prior_logvar, reduction="none")
     assert torch.isfinite(kl).all()
     assert_kl_close(kl, kl_formula(f64(mu), f64(logvar), None, f64(prior_logvar)), dtype, 6)
@@ -86,11 +93,12 @@ def test_kl_finite_and_accurate_for_extreme_logvar(api_backend, dtype, prior_log
 
 @pytest.mark.parametrize("gap", (1e-2, 1e-3, 1e-4))
 def test_kl_stable_when_q_is_close_to_p(api_backend, gap):
+    device = api_backend.device
     # expm1(x) - x keeps the error near ulp(x); the textbook form's is near ulp(1), which
     # for x = 1e-4 is ten times the KL itself.
-    prior_logvar = torch.tensor([0.7, -1.3, 2.1], dtype=torch.float32)
+    prior_logvar = torch.tensor([0.7, -1.3, 2.1], dtype=torch.float32, device=device)
     logvar = prior_logvar + gap  # lv - plv is exact in float32 (Sterbenz)
-    mu = torch.zeros(1, 3)
+    mu = torch.zeros(1, 3, device=device)
     kl = vae_ext.gaussian_kl(mu, logvar[None], None, prior_logvar, reduction="none")
     dlv = f64(logvar) - f64(prior_logvar)
     exact = (0.5 * (torch.expm1(dlv) - dlv)).sum()
@@ -101,8 +109,9 @@ def test_kl_stable_when_q_is_close_to_p(api_backend, gap):
 @pytest.mark.parametrize("kind", PRIOR_KINDS)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_kl_gradients(api_backend, dtype, kind, shape):
-    mu, logvar = latent(shape, dtype)
-    prior_mu, prior_logvar = make_prior(kind, shape, dtype)
+    device = api_backend.device
+    mu, logvar = latent(shape, dtype, device=device)
+    prior_mu, prior_logvar = make_prior(kind, shape, dtype, device=device)
     leaves = [
         t.requires_grad_(True) if isinstance(t, torch.Tensor) else t for t in (mu, logvar, prior_mu, prior_logvar)
     ]
@@ -119,8 +128,9 @@ def test_kl_gradients(api_backend, dtype, kind, shape):
 
 
 def test_kl_gradient_only_for_the_prior(api_backend):
-    mu, logvar = latent((6, 5), torch.float64)
-    prior_logvar = randn((5,), torch.float64, torch.Generator().manual_seed(2)).requires_grad_(True)
+    device = api_backend.device
+    mu, logvar = latent((6, 5), torch.float64, device=device)
+    prior_logvar = randn((5,), torch.float64, torch.Generator().manual_seed(2), device=device).requires_grad_(True)
     kl = vae_ext.gaussian_kl(mu, logvar, None, prior_logvar, reduction="none")
     grad_kl = grad_like(kl)
     (grad,) = torch.autograd.grad(kl, prior_logvar, grad_kl)
@@ -130,9 +140,10 @@ def test_kl_gradient_only_for_the_prior(api_backend):
 
 @pytest.mark.parametrize("kind", ("standard", "scalar_tensor", "per_latent", "per_latent_keepdim", "full"))
 def test_kl_gradcheck(backend, kind):
+    device = backend.device
     shape = (3, 4)
-    mu, logvar = latent(shape, torch.float64)
-    prior_mu, prior_logvar = make_prior(kind, shape, torch.float64)
+    mu, logvar = latent(shape, torch.float64, device=device)
+    prior_mu, prior_logvar = make_prior(kind, shape, torch.float64, device=device)
     inputs = tuple(t.requires_grad_(True) for t in (mu, logvar, prior_mu, prior_logvar) if t is not None)
 
     def kl_of(*args):
@@ -143,8 +154,9 @@ def test_kl_gradcheck(backend, kind):
 
 @pytest.mark.parametrize("reduction", ("none", "sum", "mean"))
 def test_kl_reductions(api_backend, dtype, reduction):
+    device = api_backend.device
     shape = (6, 8)
-    mu, logvar = latent(shape, dtype)
+    mu, logvar = latent(shape, dtype, device=device)
     mu.requires_grad_(True)
     kl = vae_ext.gaussian_kl(mu, logvar, reduction=reduction)
     per_sample = kl_formula(f64(mu), f64(logvar))
@@ -159,21 +171,24 @@ def test_kl_reductions(api_backend, dtype, reduction):
 
 
 def test_kl_default_reduction_is_batch_mean(api_backend):
-    mu, logvar = latent((5, 3), torch.float64)
+    device = api_backend.device
+    mu, logvar = latent((5, 3), torch.float64, device=device)
     assert torch.equal(vae_ext.gaussian_kl(mu, logvar), vae_ext.gaussian_kl(mu, logvar, reduction="none").mean())
 
 
 def test_kl_python_float_prior_equals_tensor_prior(api_backend, dtype):
-    mu, logvar = latent((4, 5), dtype)
+    device = api_backend.device
+    mu, logvar = latent((4, 5), dtype, device=device)
     from_float = vae_ext.gaussian_kl(mu, logvar, 0.5, -0.25, reduction="none")
-    tensors = torch.tensor(0.5, dtype=dtype), torch.tensor(-0.25, dtype=dtype)
+    tensors = torch.tensor(0.5, dtype=dtype, device=device), torch.tensor(-0.25, dtype=dtype, device=device)
     assert torch.equal(from_float, vae_ext.gaussian_kl(mu, logvar, *tensors, reduction="none"))
     zero_floats = vae_ext.gaussian_kl(mu, logvar, 0.0, 0.0, reduction="none")
     assert torch.equal(zero_floats, vae_ext.gaussian_kl(mu, logvar, reduction="none"))
 
 
 def test_kl_per_sample_sums_every_non_batch_dim(api_backend):
-    mu4, logvar4 = latent((3, 2, 5, 4), torch.float64)
+    device = api_backend.device
+    mu4, logvar4 = latent((3, 2, 5, 4), torch.float64, device=device)
     kl4 = vae_ext.gaussian_kl(mu4, logvar4, reduction="none")
     kl2 = vae_ext.gaussian_kl(mu4.reshape(3, 40), logvar4.reshape(3, 40), reduction="none")
     torch.testing.assert_close(kl4, kl2, rtol=1e-14, atol=0.0)

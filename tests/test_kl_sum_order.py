@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import DTYPES, dtype_id, generator, needs_compiled, randn
+from helpers import DTYPES, dtype_id, generator, needs_compiled, randn
 
 from vae_ext import reference
 

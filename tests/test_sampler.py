@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import DTYPES, dtype_id, needs_compiled, seed_tensor
+from helpers import DTYPES, dtype_id, needs_compiled, seed_tensor
 
 import vae_ext
 from vae_ext import _ops, reference
@@ -29,12 +29,13 @@ PHILOX_KAT = (
 SEEDS = (0, 1, 42, -1, -(2**63), 2**63 - 1, 0x0123456789ABCDEF, -987654321)
 SAMPLE_SHAPES = ((1, 1), (1, 5), (3, 1), (2, 1023), (5, 257), (2, 3, 4, 5), (7,))
 STAT_SIZE = 2**20
+ON_EVERY_DEVICE = True
 
 
-def sampled_eps(ops, seed, shape, dtype=torch.float32):
-    """ε of an op set, recovered exactly: z = 0 + ε·exp(0) = ε."""
-    zeros = torch.zeros(shape, dtype=dtype)
-    return ops.reparameterize_sampled(zeros, zeros, seed_tensor(seed))
+def sampled_eps(ops, seed, shape, dtype=torch.float32, device="cpu"):
+    """ε of an op set, recovered exactly (on the CPU): z = 0 + ε·exp(0) = ε."""
+    zeros = torch.zeros(shape, dtype=dtype, device=device)
+    return ops.reparameterize_sampled(zeros, zeros, seed_tensor(seed, device)).cpu()
 
 
 # --------------------------------------------------------------------------- Philox
@@ -111,43 +112,39 @@ def test_sincos_2pi_accuracy():
 # --------------------------------------------------------------------------- compiled ε == reference ε
 
 
-@needs_compiled
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("shape", SAMPLE_SHAPES, ids=str)
-def test_compiled_eps_bit_identical_to_reference(seed, shape):
-    eps = sampled_eps(_ops.compiled, seed, shape)
+def test_compiled_eps_bit_identical_to_reference(kernels, seed, shape):
+    eps = sampled_eps(kernels.ops, seed, shape, device=kernels.device)
     expected = reference.normals(seed, math.prod(shape)).reshape(shape)
     assert torch.equal(eps, expected)
 
 
-@needs_compiled
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
-def test_compiled_eps_bit_identical_in_every_dtype(dtype):
-    eps = sampled_eps(_ops.compiled, 1234, (6, 37), dtype)
+def test_compiled_eps_bit_identical_in_every_dtype(kernels, dtype):
+    eps = sampled_eps(kernels.ops, 1234, (6, 37), dtype, kernels.device)
     assert torch.equal(eps, reference.normals(1234, 6 * 37).reshape(6, 37).to(dtype))
 
 
-@needs_compiled
-def test_compiled_eps_follows_logical_index_not_memory():
-    seed = seed_tensor(99)
-    h = torch.zeros(6, 2 * 33)
+def test_compiled_eps_follows_logical_index_not_memory(kernels):
+    seed = seed_tensor(99, kernels.device)
+    h = torch.zeros(6, 2 * 33, device=kernels.device)
     mu, logvar = h.chunk(2, dim=1)
     assert not mu.is_contiguous()
-    eps = _ops.compiled.reparameterize_sampled(mu, logvar, seed)
-    assert torch.equal(eps, reference.normals(99, 6 * 33).reshape(6, 33))
-    transposed = torch.zeros(33, 6).t()  # inner dims not contiguous: still the logical order
-    assert torch.equal(_ops.compiled.reparameterize_sampled(transposed, transposed, seed), eps)
+    eps = kernels.reparameterize_sampled(mu, logvar, seed)
+    assert torch.equal(eps.cpu(), reference.normals(99, 6 * 33).reshape(6, 33))
+    transposed = torch.zeros(33, 6, device=kernels.device).t()  # inner dims not contiguous: still the logical order
+    assert torch.equal(kernels.reparameterize_sampled(transposed, transposed, seed), eps)
 
 
-@needs_compiled
-def test_compiled_fused_and_backward_use_the_same_eps():
-    seed = seed_tensor(-5)
-    mu = torch.zeros(4, 19)
-    z, _ = _ops.compiled.reparameterize_kl(mu, mu, None, seed, None, None)
+def test_compiled_fused_and_backward_use_the_same_eps(kernels):
+    seed = seed_tensor(-5, kernels.device)
+    mu = torch.zeros(4, 19, device=kernels.device)
+    z, _ = kernels.reparameterize_kl(mu, mu, None, seed, None, None)
     eps = reference.normals(-5, mu.numel()).reshape(mu.shape)
-    assert torch.equal(z, eps)
+    assert torch.equal(z.cpu(), eps)
     grad_z = torch.full_like(mu, 2.0)  # d z / d logvar at logvar = 0 is ε / 2
-    assert torch.equal(_ops.compiled.reparameterize_backward(grad_z, mu, None, seed), eps)
+    assert torch.equal(kernels.reparameterize_backward(grad_z, mu, None, seed).cpu(), eps)
 
 
 def test_reference_normals_window_matches_full_stream():
@@ -179,23 +176,22 @@ def test_result_independent_of_thread_count(threads):
 
 
 def test_same_seed_same_z_different_seed_different_z(backend):
-    mu = torch.randn(8, 16, generator=torch.Generator().manual_seed(3))
+    mu = torch.randn(8, 16, generator=torch.Generator().manual_seed(3)).to(backend.device)
     logvar = torch.zeros_like(mu)
-    z1 = backend.reparameterize_sampled(mu, logvar, seed_tensor(11))
-    z2 = backend.reparameterize_sampled(mu, logvar, seed_tensor(11))
-    z3 = backend.reparameterize_sampled(mu, logvar, seed_tensor(12))
+    z1 = backend.reparameterize_sampled(mu, logvar, seed_tensor(11, backend.device))
+    z2 = backend.reparameterize_sampled(mu, logvar, seed_tensor(11, backend.device))
+    z3 = backend.reparameterize_sampled(mu, logvar, seed_tensor(12, backend.device))
     assert torch.equal(z1, z2)
     assert (z1 != z3).float().mean().item() > 0.99
 
 
-@needs_compiled
-def test_backends_sample_identical_eps():
-    eps = sampled_eps(_ops.compiled, 31337, (9, 70))
+def test_backends_sample_identical_eps(kernels):
+    eps = sampled_eps(kernels.ops, 31337, (9, 70), device=kernels.device)
     assert torch.equal(eps, sampled_eps(_ops.fallback, 31337, (9, 70)))
 
 
 def test_manual_seed_is_honoured(api_backend):
-    mu = torch.randn(4, 10, generator=torch.Generator().manual_seed(0))
+    mu = torch.randn(4, 10, generator=torch.Generator().manual_seed(0)).to(api_backend.device)
     logvar = torch.zeros_like(mu)
     torch.manual_seed(123)
     first = vae_ext.reparameterize(mu, logvar)
@@ -207,12 +203,13 @@ def test_manual_seed_is_honoured(api_backend):
 
 
 def test_generator_argument_is_honoured(api_backend):
-    mu = torch.zeros(3, 12)
-    draws = [vae_ext.reparameterize(mu, mu, generator=torch.Generator().manual_seed(s)) for s in (5, 5, 6)]
+    device = api_backend.device
+    mu = torch.zeros(3, 12, device=device)
+    draws = [vae_ext.reparameterize(mu, mu, generator=torch.Generator(device).manual_seed(s)) for s in (5, 5, 6)]
     assert torch.equal(draws[0], draws[1])
     assert not torch.equal(draws[0], draws[2])
-    seed = vae_ext.draw_seed(mu.device, torch.Generator().manual_seed(5))
-    assert torch.equal(draws[0], reference.normals(int(seed), mu.numel()).reshape(mu.shape))
+    seed = vae_ext.draw_seed(device, torch.Generator(device).manual_seed(5))
+    assert torch.equal(draws[0].cpu(), reference.normals(int(seed), mu.numel()).reshape(mu.shape))
 
 
 def test_draw_seed_uses_the_generator_only():
