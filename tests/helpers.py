@@ -15,10 +15,11 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from vae_ext import _ops, reference
+from vae_ext import _numerics, _ops, reference
+from vae_ext._numerics import HALF_DTYPES as HALF_DTYPES  # re-exported for the test modules
+from vae_ext._numerics import compute_dtype
 
-DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
-HALF_DTYPES = (torch.float16, torch.bfloat16)
+DTYPES = _numerics.FLOAT_DTYPES
 
 # (rtol, atol) for one value stored in `dtype` against a float64 oracle: about two roundings
 # of the dtype (the compute type's error, then the cast to the output dtype).
@@ -84,11 +85,6 @@ def make_backend(name):
 
 def dtype_id(dtype):
     return str(dtype).removeprefix("torch.")
-
-
-def compute_dtype(dtype):
-    """The dtype the kernels compute (and return the KL) in."""
-    return torch.float32 if dtype in HALF_DTYPES else dtype
 
 
 # --------------------------------------------------------------------------- inputs
