@@ -232,8 +232,8 @@ void check_backward_inputs(const OptTensor& grad_z, const OptTensor& grad_kl, co
     TORCH_CHECK_VALUE(grad_kl->dim() == 1 && grad_kl->size(0) == mu.size(0), op,
                       ": grad_kl must have shape [", mu.size(0), "], got ", grad_kl->sizes());
   }
-  optional_prior(prior_mu, "prior_mu", mu, op);
-  optional_prior(prior_logvar, "prior_logvar", mu, op);
+  checked_prior(prior_mu, "prior_mu", mu, op);
+  checked_prior(prior_logvar, "prior_logvar", mu, op);
 }
 
 // The differentiable compositions of the backward ops (see the top of this file).
