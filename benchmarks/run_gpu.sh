@@ -8,7 +8,7 @@
 # Stages (budget in seconds, BUDGET_<STAGE> overrides; the defaults add up to 490):
 #   env        30   nvidia-smi, nvcc, torch, the GPU                              -> summary.txt
 #   build      140  setup.py build_ext --inplace for the visible GPU's arch only  -> build.log
-#   tests      90   pytest -k cuda (test_cuda.py and every other CUDA test)       -> tests.log
+#   tests      90   pytest -k cuda (every CUDA test)                              -> tests.log
 #   compare    45   benchmarks/sanitizer_cases.py --compare: every launch plan against the
 #                   CPU kernels (z and gradients bit for bit)                      -> tests.log
 #   memcheck   45   compute-sanitizer --tool memcheck  on sanitizer_cases.py       -> sanitizer.log

@@ -7,8 +7,9 @@
 // Backward ops: when a gradient of the backward itself is needed (create_graph=True, a
 // gradient penalty, gradgradcheck, torch.func.hessian; or a forward-mode tangent), they run as a
 // composition of ATen ops that autograd differentiates to any order; otherwise the fused kernel
-// runs. The composition follows the same formulas (docs/design.md, "Gradients"); its values may
-// differ from the fused kernel's in the last bits (ATen's exp instead of the package's own).
+// runs. The composition follows the same formulas (docs/design.md section 2, "Gradients");
+// its values may differ from the fused kernel's in the last bits (ATen's exp instead of the
+// package's own).
 //
 // torch.func cannot see through a C++ torch::autograd::Function: vae_ext/_ops.py routes the
 // functional API to Python autograd.Functions under its transforms, and a direct op call
