@@ -14,7 +14,6 @@
 // torch.func cannot see through a C++ torch::autograd::Function: vae_ext/_ops.py routes the
 // functional API to Python autograd.Functions under its transforms, and a direct op call
 // under them raises a clear error here.
-#include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
@@ -240,7 +239,7 @@ void check_backward_inputs(const OptTensor& grad_z, const OptTensor& grad_kl, co
 // The differentiable compositions of the backward ops (see the top of this file).
 Tensor reparameterize_backward_composite(const Tensor& grad_z, const Tensor& logvar,
                                          const OptTensor& eps, const OptTensor& seed) {
-  const auto compute = at::toOpMathType(logvar.scalar_type());
+  const auto compute = compute_dtype(logvar);
   const Tensor e = eps_in(compute, logvar, eps, seed);
   const Tensor sigma = logvar.to(compute).mul(0.5).exp();
   return grad_z.to(compute).mul(e.mul(0.5).mul(sigma)).to(logvar.scalar_type());
@@ -251,7 +250,7 @@ Grads4 kl_backward_composite(const OptTensor& grad_z, const OptTensor& grad_kl, 
                              const OptTensor& prior_mu, const OptTensor& prior_logvar,
                              bool prior_grads) {
   const auto dtype = mu.scalar_type();
-  const auto compute = at::toOpMathType(dtype);
+  const auto compute = compute_dtype(mu);
   const Tensor m = mu.to(compute), lv = logvar.to(compute);
   Tensor g_mu = at::zeros_like(m), g_lv = at::zeros_like(m);
   Tensor k_mu = at::zeros_like(m), g_plv = at::zeros_like(m);

@@ -8,6 +8,7 @@
 // per-row KL is added up in the order of csrc/row_sum.h: a leaf's rows of 16 lanes are one
 // SIMD add each, so the fixed order costs about what a plain sum would.
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -40,8 +41,10 @@ static_assert(kChunk % kSumLeaf == 0, "chunks start on a leaf of the KL sum");
 constexpr int64_t kBlocks = kChunk / 4 + 16;  // Philox blocks covering kChunk elements, padded
                                               // to whole SIMD vectors
 
+// The compute type of storage type S: float for half, bfloat16 and float, double for double
+// (ATen's opmath type, as on CUDA and in op_front.h's compute_dtype).
 template <typename S>
-using Compute = std::conditional_t<std::is_same_v<S, double>, double, float>;
+using Compute = at::opmath_type<S>;
 
 // ------------------------------------------------------------------ element conversions
 
