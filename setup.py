@@ -4,7 +4,7 @@ Environment:
   VAE_EXT_NO_EXT=1    install the pure-Python package only (no compiler needed)
   VAE_EXT_NO_CUDA=1   build the CPU kernels only, even where CUDA is available
   FORCE_CUDA=1        build the CUDA kernels even without a visible GPU (needs nvcc)
-  TORCH_CUDA_ARCH_LIST  GPU architectures, default "8.0;9.0+PTX"
+  TORCH_CUDA_ARCH_LIST  GPU architectures, default DEFAULT_CUDA_ARCH_LIST below
   MAX_JOBS            parallel compile jobs
 """
 
@@ -15,6 +15,8 @@ import shutil
 from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+# The one default of the GPU architectures: CMakeLists.txt reads this line, and the scripts
+# (.ci/, benchmarks/) leave TORCH_CUDA_ARCH_LIST unset to get it.
 DEFAULT_CUDA_ARCH_LIST = "8.0;9.0+PTX"
 
 

@@ -7,14 +7,13 @@
 // Backward ops: when a gradient of the backward itself is needed (create_graph=True, a
 // gradient penalty, gradgradcheck, torch.func.hessian; or a forward-mode tangent), they run as a
 // composition of ATen ops that autograd differentiates to any order; otherwise the fused kernel
-// runs. The composition follows the same formulas (docs/design.md, "Gradients"); its values may
-// differ from the fused kernel's in the last bits (ATen's exp instead of the package's own).
+// runs. The composition follows the same formulas (docs/design.md section 2, "Gradients");
+// its values may differ from the fused kernel's in the last bits (ATen's exp instead of the
+// package's own).
 //
 // torch.func cannot see through a C++ torch::autograd::Function: vae_ext/_ops.py routes the
 // functional API to Python autograd.Functions under its transforms, and a direct op call
 // under them raises a clear error here.
-#include <ATen/OpMathType.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
@@ -27,20 +26,16 @@
 #include <tuple>
 #include <vector>
 
+#include "op_calls.h"
 #include "op_front.h"
 
 namespace vae_ext {
 namespace {
 
 using at::Tensor;
+using op_calls::Grads4;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-using Grads4 = std::tuple<Tensor, Tensor, Tensor, Tensor>;
-
-template <class Signature>
-c10::TypedOperatorHandle<Signature> find_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
-}
 
 OptTensor present(const Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
 Tensor value_or_undefined(const OptTensor& t) { return t.has_value() ? *t : Tensor(); }
@@ -82,42 +77,6 @@ void check_not_functorch(const char* op) {
       "call that needs a gradient");
 }
 
-// ------------------------------------------------------------------------- dispatcher calls
-
-using Op3 = Tensor(const Tensor&, const Tensor&, const Tensor&);
-using KlOp = Tensor(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&);
-using FusedOp = std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const OptTensor&,
-                                           const OptTensor&, const OptTensor&, const OptTensor&);
-using RepBwdOp = Tensor(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&);
-using KlBwdOp = Grads4(const OptTensor&, const OptTensor&, const Tensor&, const Tensor&,
-                       const OptTensor&, const OptTensor&, const OptTensor&, const OptTensor&,
-                       bool);
-
-const c10::TypedOperatorHandle<Op3>& reparameterize_op() {
-  static const auto op = find_op<Op3>("vae_ext::reparameterize");
-  return op;
-}
-const c10::TypedOperatorHandle<Op3>& sampled_op() {
-  static const auto op = find_op<Op3>("vae_ext::reparameterize_sampled");
-  return op;
-}
-const c10::TypedOperatorHandle<KlOp>& kl_op() {
-  static const auto op = find_op<KlOp>("vae_ext::gaussian_kl");
-  return op;
-}
-const c10::TypedOperatorHandle<FusedOp>& fused_op() {
-  static const auto op = find_op<FusedOp>("vae_ext::reparameterize_kl");
-  return op;
-}
-const c10::TypedOperatorHandle<RepBwdOp>& rep_backward_op() {
-  static const auto op = find_op<RepBwdOp>("vae_ext::reparameterize_backward");
-  return op;
-}
-const c10::TypedOperatorHandle<KlBwdOp>& kl_backward_op() {
-  static const auto op = find_op<KlBwdOp>("vae_ext::reparameterize_kl_backward");
-  return op;
-}
-
 // d z / d eps = e^(logvar / 2); only when eps itself requires grad (rare).
 Tensor eps_grad(const Tensor& grad_z, const Tensor& logvar) {
   return grad_z.mul(logvar.mul(0.5).exp());
@@ -139,8 +98,8 @@ struct Reparameterize : torch::autograd::Function<Reparameterize> {
     ctx->saved_data["logvar"] = logvar.requires_grad();
     ctx->saved_data["eps"] = requires_grad(eps);
     at::AutoDispatchBelowADInplaceOrView guard;
-    return eps.has_value() ? reparameterize_op().call(mu, logvar, *eps)
-                           : sampled_op().call(mu, logvar, *seed);
+    return eps.has_value() ? op_calls::reparameterize(mu, logvar, *eps)
+                           : op_calls::reparameterize_sampled(mu, logvar, *seed);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -148,9 +107,10 @@ struct Reparameterize : torch::autograd::Function<Reparameterize> {
     if (!grad_z.defined()) return {Tensor(), Tensor(), Tensor(), Tensor()};
     const auto saved = ctx->get_saved_variables();
     const Tensor &logvar = saved[0], &eps = saved[1], &seed = saved[2];
-    const Tensor g_lv = ctx->saved_data["logvar"].toBool()
-                            ? rep_backward_op().call(grad_z, logvar, present(eps), present(seed))
-                            : Tensor();
+    const Tensor g_lv =
+        ctx->saved_data["logvar"].toBool()
+            ? op_calls::reparameterize_backward(grad_z, logvar, present(eps), present(seed))
+            : Tensor();
     return {ctx->saved_data["mu"].toBool() ? grad_z : Tensor(), g_lv,
             ctx->saved_data["eps"].toBool() ? eps_grad(grad_z, logvar) : Tensor(), Tensor()};
   }
@@ -171,9 +131,9 @@ struct ReparameterizeKl : torch::autograd::Function<ReparameterizeKl> {
     ctx->saved_data["prior_logvar"] = requires_grad(prior_logvar);
     at::AutoDispatchBelowADInplaceOrView guard;
     if (!eps.has_value() && !seed.has_value()) {
-      return {kl_op().call(mu, logvar, prior_mu, prior_logvar)};
+      return {op_calls::gaussian_kl(mu, logvar, prior_mu, prior_logvar)};
     }
-    const auto [z, kl] = fused_op().call(mu, logvar, eps, seed, prior_mu, prior_logvar);
+    const auto [z, kl] = op_calls::reparameterize_kl(mu, logvar, eps, seed, prior_mu, prior_logvar);
     return {z, kl};
   }
 
@@ -186,9 +146,9 @@ struct ReparameterizeKl : torch::autograd::Function<ReparameterizeKl> {
     const Tensor grad_kl = grads.back();
     const bool want_pmu = ctx->saved_data["prior_mu"].toBool();
     const bool want_plv = ctx->saved_data["prior_logvar"].toBool();
-    const auto [g_mu, g_lv, g_pmu, g_plv] =
-        kl_backward_op().call(present(grad_z), present(grad_kl), mu, logvar, present(eps),
-                              present(seed), prior_mu, prior_logvar, want_pmu || want_plv);
+    const auto [g_mu, g_lv, g_pmu, g_plv] = op_calls::reparameterize_kl_backward(
+        present(grad_z), present(grad_kl), mu, logvar, present(eps), present(seed), prior_mu,
+        prior_logvar, want_pmu || want_plv);
     Tensor g_eps;
     if (ctx->saved_data["eps"].toBool()) {
       g_eps = grad_z.defined() ? eps_grad(grad_z, logvar) : at::zeros_like(eps);
@@ -206,7 +166,7 @@ Tensor reparameterize(const Tensor& mu, const Tensor& logvar, const Tensor& eps)
   check_no_tangent(tangent_given(mu, logvar, eps), "reparameterize");
   if (!grad_needed(mu, logvar, eps)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return reparameterize_op().call(mu, logvar, eps);
+    return op_calls::reparameterize(mu, logvar, eps);
   }
   check_not_functorch("reparameterize");
   return Reparameterize::apply(mu, logvar, OptTensor(eps), OptTensor());
@@ -216,7 +176,7 @@ Tensor reparameterize_sampled(const Tensor& mu, const Tensor& logvar, const Tens
   check_no_tangent(tangent_given(mu, logvar), "reparameterize_sampled");
   if (!grad_needed(mu, logvar)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return sampled_op().call(mu, logvar, seed);
+    return op_calls::reparameterize_sampled(mu, logvar, seed);
   }
   check_not_functorch("reparameterize_sampled");
   return Reparameterize::apply(mu, logvar, OptTensor(), OptTensor(seed));
@@ -227,7 +187,7 @@ Tensor gaussian_kl(const Tensor& mu, const Tensor& logvar, const OptTensor& prio
   check_no_tangent(tangent_given(mu, logvar, prior_mu, prior_logvar), "gaussian_kl");
   if (!grad_needed(mu, logvar, prior_mu, prior_logvar)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return kl_op().call(mu, logvar, prior_mu, prior_logvar);
+    return op_calls::gaussian_kl(mu, logvar, prior_mu, prior_logvar);
   }
   check_not_functorch("gaussian_kl");
   return ReparameterizeKl::apply(mu, logvar, OptTensor(), OptTensor(), prior_mu, prior_logvar)[0];
@@ -240,7 +200,7 @@ std::tuple<Tensor, Tensor> reparameterize_kl(const Tensor& mu, const Tensor& log
   check_no_tangent(tangent_given(mu, logvar, eps, prior_mu, prior_logvar), "reparameterize_kl");
   if (!grad_needed(mu, logvar, eps, prior_mu, prior_logvar)) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return fused_op().call(mu, logvar, eps, seed, prior_mu, prior_logvar);
+    return op_calls::reparameterize_kl(mu, logvar, eps, seed, prior_mu, prior_logvar);
   }
   check_not_functorch("reparameterize_kl");
   TORCH_CHECK_VALUE(eps.has_value() != seed.has_value(),
@@ -257,7 +217,7 @@ Tensor eps_in(at::ScalarType compute, const Tensor& like, const OptTensor& eps,
               const OptTensor& seed) {
   if (eps.has_value()) return eps->to(compute);
   const Tensor zeros = at::zeros(like.sizes(), like.options().dtype(compute));
-  return sampled_op().call(zeros, zeros, *seed);
+  return op_calls::reparameterize_sampled(zeros, zeros, *seed);
 }
 
 // The kernels' argument checks (op_front.h), so both paths reject the same calls.
@@ -272,14 +232,14 @@ void check_backward_inputs(const OptTensor& grad_z, const OptTensor& grad_kl, co
     TORCH_CHECK_VALUE(grad_kl->dim() == 1 && grad_kl->size(0) == mu.size(0), op,
                       ": grad_kl must have shape [", mu.size(0), "], got ", grad_kl->sizes());
   }
-  optional_prior(prior_mu, "prior_mu", mu, op);
-  optional_prior(prior_logvar, "prior_logvar", mu, op);
+  checked_prior(prior_mu, "prior_mu", mu, op);
+  checked_prior(prior_logvar, "prior_logvar", mu, op);
 }
 
 // The differentiable compositions of the backward ops (see the top of this file).
 Tensor reparameterize_backward_composite(const Tensor& grad_z, const Tensor& logvar,
                                          const OptTensor& eps, const OptTensor& seed) {
-  const auto compute = at::toOpMathType(logvar.scalar_type());
+  const auto compute = compute_dtype(logvar);
   const Tensor e = eps_in(compute, logvar, eps, seed);
   const Tensor sigma = logvar.to(compute).mul(0.5).exp();
   return grad_z.to(compute).mul(e.mul(0.5).mul(sigma)).to(logvar.scalar_type());
@@ -290,7 +250,7 @@ Grads4 kl_backward_composite(const OptTensor& grad_z, const OptTensor& grad_kl, 
                              const OptTensor& prior_mu, const OptTensor& prior_logvar,
                              bool prior_grads) {
   const auto dtype = mu.scalar_type();
-  const auto compute = at::toOpMathType(dtype);
+  const auto compute = compute_dtype(mu);
   const Tensor m = mu.to(compute), lv = logvar.to(compute);
   Tensor g_mu = at::zeros_like(m), g_lv = at::zeros_like(m);
   Tensor k_mu = at::zeros_like(m), g_plv = at::zeros_like(m);
@@ -329,7 +289,7 @@ Tensor reparameterize_backward(const Tensor& grad_z, const Tensor& logvar, const
     return reparameterize_backward_composite(grad_z, logvar, eps, seed);
   }
   at::AutoDispatchBelowADInplaceOrView guard;
-  return rep_backward_op().call(grad_z, logvar, eps, seed);
+  return op_calls::reparameterize_backward(grad_z, logvar, eps, seed);
 }
 
 Grads4 reparameterize_kl_backward(const OptTensor& grad_z, const OptTensor& grad_kl,
@@ -344,8 +304,8 @@ Grads4 reparameterize_kl_backward(const OptTensor& grad_z, const OptTensor& grad
                                  prior_grads);
   }
   at::AutoDispatchBelowADInplaceOrView guard;
-  return kl_backward_op().call(grad_z, grad_kl, mu, logvar, eps, seed, prior_mu, prior_logvar,
-                               prior_grads);
+  return op_calls::reparameterize_kl_backward(grad_z, grad_kl, mu, logvar, eps, seed, prior_mu,
+                                              prior_logvar, prior_grads);
 }
 
 }  // namespace

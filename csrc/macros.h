@@ -1,6 +1,7 @@
 // Qualifiers shared by the host (C++) and device (CUDA) builds of the math headers.
 // On the host the helpers are always inlined: the CPU kernels rely on that to vectorize
-// their loops (csrc/cpu/), and internal linkage keeps ISA-specific copies apart.
+// their loops, and to get them compiled for each instruction set that target_clones builds
+// (csrc/cpu/kernels_cpu.cpp).
 #pragma once
 
 #if defined(__CUDACC__) || defined(__HIPCC__)

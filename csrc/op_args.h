@@ -1,6 +1,8 @@
-// Argument checks and the [rows, cols] view every kernel works on; shared by the CPU and
-// CUDA registrations. A latent tensor [B, ...] is seen as B rows of D = prod(shape[1:])
-// elements: rows may be strided (h.chunk(2, dim=1)), the elements of a row contiguous.
+// The arguments of a pass: each one's checks, the [rows, cols] view every kernel works on,
+// and ForwardTensors / BackwardTensors, the checked arguments and allocated outputs that the
+// op front (op_front.h) hands to a device's kernel. A latent tensor [B, ...] is seen as B
+// rows of D = prod(shape[1:]) elements: rows may be strided (h.chunk(2, dim=1)), the
+// elements of a row contiguous.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -111,5 +113,39 @@ template <typename T>
 Strided<T> strided_prior(const PriorView& p) {
   return {p.tensor.const_data_ptr<T>(), p.row_stride, p.col_stride};
 }
+
+// A kernel's view of an optional operand or output: null data when the tensor is undefined.
+template <typename T>
+Strided<T> rows_or_null(const at::Tensor& t) {
+  return t.defined() ? strided_rows<T>(t) : Strided<T>{nullptr, 0, 0};
+}
+
+template <typename T>
+T* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.mutable_data_ptr<T>() : nullptr;
+}
+
+// The checked arguments and allocated outputs of a forward pass (z and/or the per-sample KL),
+// as tensors; each device's kernel turns them into the typed pointers it reads.
+struct ForwardTensors {
+  LatentShape shape;
+  at::Tensor mu, logvar;
+  at::Tensor eps;   // undefined unless eps is given
+  at::Tensor seed;  // undefined unless eps is sampled
+  std::optional<PriorView> prior_mu, prior_logvar;
+  at::Tensor z;   // contiguous, undefined when z is not wanted
+  at::Tensor kl;  // [rows] in the compute dtype, undefined when kl is not wanted
+};
+
+// The same for a backward pass (the gradients of z and/or the KL).
+struct BackwardTensors {
+  LatentShape shape;
+  at::Tensor grad_z;   // undefined when z has no gradient
+  at::Tensor grad_kl;  // contiguous [rows] compute dtype, undefined when kl has none
+  at::Tensor mu, logvar, eps, seed;
+  std::optional<PriorView> prior_mu, prior_logvar;
+  at::Tensor grad_mu, grad_logvar;              // contiguous, undefined when not wanted
+  at::Tensor grad_prior_mu, grad_prior_logvar;  // contiguous full shape, or undefined
+};
 
 }  // namespace vae_ext

@@ -1,6 +1,6 @@
 // The device-independent half of every op: check the arguments, build the [rows, cols]
-// views, allocate the outputs, and hand a ForwardArgs / BackwardArgs to the device's
-// kernel. cpu/ and cuda/ instantiate OpFront with their two kernels and register it.
+// views, allocate the outputs, and hand a ForwardTensors / BackwardTensors (op_args.h) to the
+// device's kernel. cpu/ and cuda/ instantiate OpFront with their two kernels and register it.
 #pragma once
 
 #include <ATen/OpMathType.h>
@@ -17,32 +17,13 @@ namespace vae_ext {
 
 using OptTensor = std::optional<at::Tensor>;
 
-struct ForwardArgs {
-  LatentShape shape;
-  at::Tensor mu, logvar;
-  at::Tensor eps;   // undefined unless eps is given
-  at::Tensor seed;  // undefined unless eps is sampled
-  std::optional<PriorView> prior_mu, prior_logvar;
-  at::Tensor z;   // contiguous, undefined when z is not wanted
-  at::Tensor kl;  // [rows] in the compute dtype, undefined when kl is not wanted
-};
-
-struct BackwardArgs {
-  LatentShape shape;
-  at::Tensor grad_z;   // undefined when z has no gradient
-  at::Tensor grad_kl;  // contiguous [rows] compute dtype, undefined when kl has none
-  at::Tensor mu, logvar, eps, seed;
-  std::optional<PriorView> prior_mu, prior_logvar;
-  at::Tensor grad_mu, grad_logvar;              // contiguous, undefined when not wanted
-  at::Tensor grad_prior_mu, grad_prior_logvar;  // contiguous full shape, or undefined
-};
-
 inline at::ScalarType compute_dtype(const at::Tensor& mu) {
   return at::toOpMathType(mu.scalar_type());
 }
 
-inline std::optional<PriorView> optional_prior(const OptTensor& p, const char* name,
-                                               const at::Tensor& mu, const char* op) {
+// The view of an optional prior argument, checked; nullopt when absent.
+inline std::optional<PriorView> checked_prior(const OptTensor& p, const char* name,
+                                              const at::Tensor& mu, const char* op) {
   if (!p.has_value() || !p->defined()) return std::nullopt;
   return prior_view(*p, name, mu, op);
 }
@@ -64,21 +45,21 @@ inline void check_inputs(const at::Tensor& mu, const at::Tensor& logvar, const a
   if (seed.defined()) check_seed(seed, mu, op);
 }
 
-template <void (*Forward)(const ForwardArgs&), void (*Backward)(const BackwardArgs&)>
+template <void (*Forward)(const ForwardTensors&), void (*Backward)(const BackwardTensors&)>
 struct OpFront {
-  static ForwardArgs forward_args(const at::Tensor& mu, const at::Tensor& logvar,
-                                  const at::Tensor& eps, const at::Tensor& seed,
-                                  const OptTensor& prior_mu, const OptTensor& prior_logvar,
-                                  bool want_z, bool want_kl, const char* op) {
+  static ForwardTensors forward_tensors(const at::Tensor& mu, const at::Tensor& logvar,
+                                        const at::Tensor& eps, const at::Tensor& seed,
+                                        const OptTensor& prior_mu, const OptTensor& prior_logvar,
+                                        bool want_z, bool want_kl, const char* op) {
     check_inputs(mu, logvar, eps, seed, want_z, op);
-    ForwardArgs a;
+    ForwardTensors a;
     a.shape = latent_shape(mu);
     a.mu = as_row_blocks(mu);
     a.logvar = as_row_blocks(logvar);
     if (eps.defined()) a.eps = as_row_blocks(eps);
     a.seed = seed;
-    a.prior_mu = optional_prior(prior_mu, "prior_mu", mu, op);
-    a.prior_logvar = optional_prior(prior_logvar, "prior_logvar", mu, op);
+    a.prior_mu = checked_prior(prior_mu, "prior_mu", mu, op);
+    a.prior_logvar = checked_prior(prior_logvar, "prior_logvar", mu, op);
     if (want_z) a.z = at::empty(mu.sizes(), mu.options());
     if (want_kl) a.kl = at::empty({a.shape.rows}, mu.options().dtype(compute_dtype(mu)));
     return a;
@@ -86,7 +67,7 @@ struct OpFront {
 
   static at::Tensor reparameterize(const at::Tensor& mu, const at::Tensor& logvar,
                                    const at::Tensor& eps) {
-    const auto a = forward_args(mu, logvar, eps, {}, {}, {}, true, false, "reparameterize");
+    const auto a = forward_tensors(mu, logvar, eps, {}, {}, {}, true, false, "reparameterize");
     Forward(a);
     return a.z;
   }
@@ -94,7 +75,7 @@ struct OpFront {
   static at::Tensor reparameterize_sampled(const at::Tensor& mu, const at::Tensor& logvar,
                                            const at::Tensor& seed) {
     const auto a =
-        forward_args(mu, logvar, {}, seed, {}, {}, true, false, "reparameterize_sampled");
+        forward_tensors(mu, logvar, {}, seed, {}, {}, true, false, "reparameterize_sampled");
     Forward(a);
     return a.z;
   }
@@ -102,7 +83,7 @@ struct OpFront {
   static at::Tensor gaussian_kl(const at::Tensor& mu, const at::Tensor& logvar,
                                 const OptTensor& prior_mu, const OptTensor& prior_logvar) {
     const auto a =
-        forward_args(mu, logvar, {}, {}, prior_mu, prior_logvar, false, true, "gaussian_kl");
+        forward_tensors(mu, logvar, {}, {}, prior_mu, prior_logvar, false, true, "gaussian_kl");
     Forward(a);
     return a.kl;
   }
@@ -110,18 +91,18 @@ struct OpFront {
   static std::tuple<at::Tensor, at::Tensor> reparameterize_kl(
       const at::Tensor& mu, const at::Tensor& logvar, const OptTensor& eps, const OptTensor& seed,
       const OptTensor& prior_mu, const OptTensor& prior_logvar) {
-    const auto a = forward_args(mu, logvar, defined_or_empty(eps), defined_or_empty(seed), prior_mu,
-                                prior_logvar, true, true, "reparameterize_kl");
+    const auto a = forward_tensors(mu, logvar, defined_or_empty(eps), defined_or_empty(seed),
+                                   prior_mu, prior_logvar, true, true, "reparameterize_kl");
     Forward(a);
     return {a.z, a.kl};
   }
 
-  static BackwardArgs backward_args(const OptTensor& grad_z, const OptTensor& grad_kl,
-                                    const at::Tensor& mu, const at::Tensor& logvar,
-                                    const OptTensor& eps, const OptTensor& seed,
-                                    const OptTensor& prior_mu, const OptTensor& prior_logvar,
-                                    bool want_grad_mu, bool prior_grads, const char* op) {
-    BackwardArgs a;
+  static BackwardTensors backward_tensors(const OptTensor& grad_z, const OptTensor& grad_kl,
+                                          const at::Tensor& mu, const at::Tensor& logvar,
+                                          const OptTensor& eps, const OptTensor& seed,
+                                          const OptTensor& prior_mu, const OptTensor& prior_logvar,
+                                          bool want_grad_mu, bool prior_grads, const char* op) {
+    BackwardTensors a;
     a.eps = defined_or_empty(eps);
     a.seed = defined_or_empty(seed);
     const at::Tensor gz = defined_or_empty(grad_z);
@@ -141,8 +122,8 @@ struct OpFront {
       TORCH_CHECK_VALUE(gk.device() == mu.device(), op, ": grad_kl must be on mu's device");
       a.grad_kl = gk.to(compute_dtype(mu)).contiguous();
     }
-    a.prior_mu = optional_prior(prior_mu, "prior_mu", mu, op);
-    a.prior_logvar = optional_prior(prior_logvar, "prior_logvar", mu, op);
+    a.prior_mu = checked_prior(prior_mu, "prior_mu", mu, op);
+    a.prior_logvar = checked_prior(prior_logvar, "prior_logvar", mu, op);
     const auto options = mu.options();
     if (want_grad_mu) a.grad_mu = at::empty(mu.sizes(), options);
     a.grad_logvar = at::empty(mu.sizes(), options);
@@ -156,8 +137,8 @@ struct OpFront {
   static at::Tensor reparameterize_backward(const at::Tensor& grad_z, const at::Tensor& logvar,
                                             const OptTensor& eps, const OptTensor& seed) {
     // mu does not enter dz/dlogvar; logvar stands in for it in the shared checks.
-    const auto a = backward_args(grad_z, {}, logvar, logvar, eps, seed, {}, {}, false, false,
-                                 "reparameterize_backward");
+    const auto a = backward_tensors(grad_z, {}, logvar, logvar, eps, seed, {}, {}, false, false,
+                                    "reparameterize_backward");
     Backward(a);
     return a.grad_logvar;
   }
@@ -166,8 +147,8 @@ struct OpFront {
       const OptTensor& grad_z, const OptTensor& grad_kl, const at::Tensor& mu,
       const at::Tensor& logvar, const OptTensor& eps, const OptTensor& seed,
       const OptTensor& prior_mu, const OptTensor& prior_logvar, bool prior_grads) {
-    const auto a = backward_args(grad_z, grad_kl, mu, logvar, eps, seed, prior_mu, prior_logvar,
-                                 true, prior_grads, "reparameterize_kl_backward");
+    const auto a = backward_tensors(grad_z, grad_kl, mu, logvar, eps, seed, prior_mu, prior_logvar,
+                                    true, prior_grads, "reparameterize_kl_backward");
     Backward(a);
     if (prior_grads) return {a.grad_mu, a.grad_logvar, a.grad_prior_mu, a.grad_prior_logvar};
     return {a.grad_mu, a.grad_logvar, at::empty({0}, mu.options()), at::empty({0}, mu.options())};

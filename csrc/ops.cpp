@@ -1,6 +1,7 @@
 // The vae_ext operator schemas, in one place, and the Python module stub that loads them.
-// Kernels register per device in cpu/ and cuda/; fake kernels, autograd and the
-// pure-PyTorch fallback register from vae_ext/_ops.py.
+// Kernels register per device in cpu/ and cuda/, autograd in autograd.cpp; fake kernels, the
+// batching rules (vae_ext/_batching.py) and the pure-PyTorch fallback (vae_ext/reference.py,
+// on devices without a kernel) register from vae_ext/_ops.py. How the pieces fit: README.md.
 #include <torch/library.h>
 
 #ifdef VAE_EXT_PYTHON_MODULE

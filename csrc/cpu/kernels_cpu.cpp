@@ -8,6 +8,7 @@
 // per-row KL is added up in the order of csrc/row_sum.h: a leaf's rows of 16 lanes are one
 // SIMD add each, so the fixed order costs about what a plain sum would.
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -40,8 +41,10 @@ static_assert(kChunk % kSumLeaf == 0, "chunks start on a leaf of the KL sum");
 constexpr int64_t kBlocks = kChunk / 4 + 16;  // Philox blocks covering kChunk elements, padded
                                               // to whole SIMD vectors
 
+// The compute type of storage type S: float for half, bfloat16 and float, double for double
+// (ATen's opmath type, as on CUDA and in op_front.h's compute_dtype).
 template <typename S>
-using Compute = std::conditional_t<std::is_same_v<S, double>, double, float>;
+using Compute = at::opmath_type<S>;
 
 // ------------------------------------------------------------------ element conversions
 
@@ -191,8 +194,10 @@ VAE_INLINE void push_leaf_sums(T* terms, int64_t n, PairwiseSum<T, kDepth>& sum)
 
 // ------------------------------------------------------------------ forward
 
+// A forward pass as the CPU loops see it: typed pointers and strides of ForwardTensors
+// (op_args.h), and the Philox key of a sampled eps.
 template <typename S>
-struct ForwardView {
+struct ForwardPointers {
   int64_t cols;
   Strided<S> mu, logvar, eps, prior_mu, prior_logvar;
   bool sampled;
@@ -216,7 +221,7 @@ VAE_INLINE void forward_math(int64_t n, const T* __restrict m, const T* __restri
 }
 
 template <typename S, bool kZ, bool kKl, bool kPrior>
-VAE_INLINE void forward_rows(const ForwardView<S>& v, int64_t b0, int64_t b1) {
+VAE_INLINE void forward_rows(const ForwardPointers<S>& v, int64_t b0, int64_t b1) {
   using T = Compute<S>;
   if (v.cols == 0) {
     if constexpr (kKl) std::fill(v.kl + b0, v.kl + b1, T(0));
@@ -245,7 +250,7 @@ VAE_INLINE void forward_rows(const ForwardView<S>& v, int64_t b0, int64_t b1) {
 }
 
 template <typename S>
-VAE_INLINE void forward_rows_any(const ForwardView<S>& v, int64_t b0, int64_t b1) {
+VAE_INLINE void forward_rows_any(const ForwardPointers<S>& v, int64_t b0, int64_t b1) {
   const bool z = v.want_z, kl = v.want_kl;
   const bool prior = v.prior_mu.data != nullptr;
   if (z && kl) {
@@ -261,24 +266,25 @@ VAE_INLINE void forward_rows_any(const ForwardView<S>& v, int64_t b0, int64_t b1
 
 // The per-dtype entry points: float and bfloat16 are compiled once per ISA (the hot paths);
 // half and double once.
-VAE_CPU_CLONES void forward_rows_typed(const ForwardView<float>& v, int64_t b0, int64_t b1) {
+VAE_CPU_CLONES void forward_rows_typed(const ForwardPointers<float>& v, int64_t b0, int64_t b1) {
   forward_rows_any(v, b0, b1);
 }
-VAE_CPU_CLONES void forward_rows_typed(const ForwardView<c10::BFloat16>& v, int64_t b0,
+VAE_CPU_CLONES void forward_rows_typed(const ForwardPointers<c10::BFloat16>& v, int64_t b0,
                                        int64_t b1) {
   forward_rows_any(v, b0, b1);
 }
-void forward_rows_typed(const ForwardView<c10::Half>& v, int64_t b0, int64_t b1) {
+void forward_rows_typed(const ForwardPointers<c10::Half>& v, int64_t b0, int64_t b1) {
   forward_rows_any(v, b0, b1);
 }
-void forward_rows_typed(const ForwardView<double>& v, int64_t b0, int64_t b1) {
+void forward_rows_typed(const ForwardPointers<double>& v, int64_t b0, int64_t b1) {
   forward_rows_any(v, b0, b1);
 }
 
 // ------------------------------------------------------------------ backward
 
+// The same for a backward pass.
 template <typename S>
-struct BackwardView {
+struct BackwardPointers {
   int64_t cols;
   Strided<S> mu, logvar, eps, grad_z, prior_mu, prior_logvar;
   bool sampled;
@@ -313,7 +319,7 @@ VAE_INLINE void backward_math(int64_t n, T g, const T* __restrict m, const T* __
 }
 
 template <typename S, bool kGz, bool kGkl, bool kPrior>
-VAE_INLINE void backward_rows(const BackwardView<S>& v, int64_t b0, int64_t b1) {
+VAE_INLINE void backward_rows(const BackwardPointers<S>& v, int64_t b0, int64_t b1) {
   using T = Compute<S>;
   alignas(64) T m_buf[kChunk], l_buf[kChunk], e_buf[kChunk], gz_buf[kChunk];
   alignas(64) T pm_buf[kChunk], pl_buf[kChunk];
@@ -347,7 +353,7 @@ VAE_INLINE void backward_rows(const BackwardView<S>& v, int64_t b0, int64_t b1) 
 }
 
 template <typename S>
-VAE_INLINE void backward_rows_any(const BackwardView<S>& v, int64_t b0, int64_t b1) {
+VAE_INLINE void backward_rows_any(const BackwardPointers<S>& v, int64_t b0, int64_t b1) {
   const bool gz = v.has_grad_z, gkl = v.grad_kl != nullptr;
   const bool prior = v.prior_mu.data != nullptr;
   if (gz && gkl) {
@@ -365,35 +371,26 @@ VAE_INLINE void backward_rows_any(const BackwardView<S>& v, int64_t b0, int64_t 
 
 // The per-dtype entry points: float and bfloat16 are compiled once per ISA (the hot paths);
 // half and double once.
-VAE_CPU_CLONES void backward_rows_typed(const BackwardView<float>& v, int64_t b0, int64_t b1) {
+VAE_CPU_CLONES void backward_rows_typed(const BackwardPointers<float>& v, int64_t b0, int64_t b1) {
   backward_rows_any(v, b0, b1);
 }
-VAE_CPU_CLONES void backward_rows_typed(const BackwardView<c10::BFloat16>& v, int64_t b0,
+VAE_CPU_CLONES void backward_rows_typed(const BackwardPointers<c10::BFloat16>& v, int64_t b0,
                                         int64_t b1) {
   backward_rows_any(v, b0, b1);
 }
-void backward_rows_typed(const BackwardView<c10::Half>& v, int64_t b0, int64_t b1) {
+void backward_rows_typed(const BackwardPointers<c10::Half>& v, int64_t b0, int64_t b1) {
   backward_rows_any(v, b0, b1);
 }
-void backward_rows_typed(const BackwardView<double>& v, int64_t b0, int64_t b1) {
+void backward_rows_typed(const BackwardPointers<double>& v, int64_t b0, int64_t b1) {
   backward_rows_any(v, b0, b1);
 }
 
-// ------------------------------------------------------------------ tensors -> views
+// ------------------------------------------------------------------ tensors -> pointers
 
+// A prior's view; when only the other prior is given, this one reads as 0 from `zero`.
 template <typename S>
-Strided<S> optional_rows(const at::Tensor& t) {
-  return t.defined() ? strided_rows<S>(t) : Strided<S>{nullptr, 0, 0};
-}
-
-template <typename S>
-Strided<S> optional_prior(const std::optional<PriorView>& p, const S* zero) {
+Strided<S> prior_or_zero(const std::optional<PriorView>& p, const S* zero) {
   return p ? strided_prior<S>(*p) : Strided<S>{zero, 0, 0};
-}
-
-template <typename S>
-S* optional_out(const at::Tensor& t) {
-  return t.defined() ? t.mutable_data_ptr<S>() : nullptr;
 }
 
 PhiloxKey seed_key(const at::Tensor& seed) {
@@ -407,56 +404,56 @@ int64_t row_grain(int64_t cols) {
 }
 
 template <typename S>
-void forward_typed(const ForwardArgs& a) {
+void forward_typed(const ForwardTensors& a) {
   static const S zero(0);
-  ForwardView<S> v;
+  ForwardPointers<S> v;
   v.cols = a.shape.cols;
   v.mu = strided_rows<S>(a.mu);
   v.logvar = strided_rows<S>(a.logvar);
-  v.eps = optional_rows<S>(a.eps);
+  v.eps = rows_or_null<S>(a.eps);
   v.sampled = a.seed.defined();
   v.key = seed_key(a.seed);
   const bool prior = a.prior_mu.has_value() || a.prior_logvar.has_value();
-  v.prior_mu = prior ? optional_prior<S>(a.prior_mu, &zero) : Strided<S>{nullptr, 0, 0};
-  v.prior_logvar = prior ? optional_prior<S>(a.prior_logvar, &zero) : Strided<S>{nullptr, 0, 0};
+  v.prior_mu = prior ? prior_or_zero<S>(a.prior_mu, &zero) : Strided<S>{nullptr, 0, 0};
+  v.prior_logvar = prior ? prior_or_zero<S>(a.prior_logvar, &zero) : Strided<S>{nullptr, 0, 0};
   v.want_z = a.z.defined();
   v.want_kl = a.kl.defined();
-  v.z = optional_out<S>(a.z);
-  v.kl = optional_out<Compute<S>>(a.kl);
+  v.z = data_or_null<S>(a.z);
+  v.kl = data_or_null<Compute<S>>(a.kl);
   at::parallel_for(0, a.shape.rows, row_grain(v.cols),
                    [&](int64_t b0, int64_t b1) { forward_rows_typed(v, b0, b1); });
 }
 
 template <typename S>
-void backward_typed(const BackwardArgs& a) {
+void backward_typed(const BackwardTensors& a) {
   static const S zero(0);
-  BackwardView<S> v;
+  BackwardPointers<S> v;
   v.cols = a.shape.cols;
   v.mu = strided_rows<S>(a.mu);
   v.logvar = strided_rows<S>(a.logvar);
-  v.eps = optional_rows<S>(a.eps);
-  v.grad_z = optional_rows<S>(a.grad_z);
+  v.eps = rows_or_null<S>(a.eps);
+  v.grad_z = rows_or_null<S>(a.grad_z);
   v.has_grad_z = a.grad_z.defined();
   v.sampled = a.seed.defined();
   v.key = seed_key(a.seed);
   const bool prior = a.prior_mu.has_value() || a.prior_logvar.has_value();
-  v.prior_mu = prior ? optional_prior<S>(a.prior_mu, &zero) : Strided<S>{nullptr, 0, 0};
-  v.prior_logvar = prior ? optional_prior<S>(a.prior_logvar, &zero) : Strided<S>{nullptr, 0, 0};
+  v.prior_mu = prior ? prior_or_zero<S>(a.prior_mu, &zero) : Strided<S>{nullptr, 0, 0};
+  v.prior_logvar = prior ? prior_or_zero<S>(a.prior_logvar, &zero) : Strided<S>{nullptr, 0, 0};
   v.grad_kl = a.grad_kl.defined() ? a.grad_kl.const_data_ptr<Compute<S>>() : nullptr;
-  v.grad_mu = optional_out<S>(a.grad_mu);
-  v.grad_logvar = optional_out<S>(a.grad_logvar);
-  v.grad_prior_mu = optional_out<S>(a.grad_prior_mu);
-  v.grad_prior_logvar = optional_out<S>(a.grad_prior_logvar);
+  v.grad_mu = data_or_null<S>(a.grad_mu);
+  v.grad_logvar = data_or_null<S>(a.grad_logvar);
+  v.grad_prior_mu = data_or_null<S>(a.grad_prior_mu);
+  v.grad_prior_logvar = data_or_null<S>(a.grad_prior_logvar);
   at::parallel_for(0, a.shape.rows, row_grain(v.cols),
                    [&](int64_t b0, int64_t b1) { backward_rows_typed(v, b0, b1); });
 }
 
-void forward_cpu(const ForwardArgs& a) {
+void forward_cpu(const ForwardTensors& a) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.mu.scalar_type(), "vae_ext_forward",
                                   [&] { forward_typed<scalar_t>(a); });
 }
 
-void backward_cpu(const BackwardArgs& a) {
+void backward_cpu(const BackwardTensors& a) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.mu.scalar_type(), "vae_ext_backward",
                                   [&] { backward_typed<scalar_t>(a); });
 }

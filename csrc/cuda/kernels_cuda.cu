@@ -28,7 +28,7 @@ struct StreamLaunch {
 
 }  // namespace
 
-void forward_cuda(const ForwardArgs& a) {
+void forward_cuda(const ForwardTensors& a) {
   const c10::cuda::CUDAGuard guard(a.mu.device());
   const StreamLaunch launch{at::cuda::getCurrentCUDAStream()};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.mu.scalar_type(),
@@ -36,7 +36,7 @@ void forward_cuda(const ForwardArgs& a) {
                                   [&] { run_forward<scalar_t>(a, multiprocessors(), launch); });
 }
 
-void backward_cuda(const BackwardArgs& a) {
+void backward_cuda(const BackwardTensors& a) {
   const c10::cuda::CUDAGuard guard(a.mu.device());
   const StreamLaunch launch{at::cuda::getCurrentCUDAStream()};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.mu.scalar_type(),

@@ -72,8 +72,10 @@ struct Tiling {
   int64_t iterations;  // team-wide steps per split: a power of two
 };
 
+// A forward pass as the kernel sees it: typed pointers and strides of ForwardTensors
+// (op_args.h), passed by value at launch.
 template <typename S>
-struct ForwardParams {
+struct ForwardPointers {
   using T = at::opmath_type<S>;
   Strided<S> mu, logvar, eps, prior_mu, prior_logvar;  // eps / prior data null when absent
   const int64_t* seed;                                 // on the device; null unless z is sampled
@@ -82,8 +84,9 @@ struct ForwardParams {
   T* kl;  // [rows, splits] (per-row KL when splits == 1), null when not wanted
 };
 
+// The same for a backward pass.
 template <typename S>
-struct BackwardParams {
+struct BackwardPointers {
   using T = at::opmath_type<S>;
   Strided<S> grad_z, mu, logvar, eps, prior_mu, prior_logvar;  // grad_z / eps / priors nullable
   const T* grad_kl;     // [rows], null when the KL has no gradient
@@ -236,12 +239,33 @@ __device__ __forceinline__ T team_step_sum(T (&v)[G], int team, T* warp_sums) {
   return level[0];
 }
 
+// The prologue of forward_kernel and backward_kernel: this thread's place in the tiling.
+struct TeamSlot {
+  int rank;            // within the team that owns a row
+  int rows_per_block;  // teams per block
+  int64_t team_row;    // the team's row within a row tile
+  int64_t span;        // groups per split of a row
+  __device__ __forceinline__ int64_t row(int64_t tile) const {
+    return tile * rows_per_block + team_row;
+  }
+};
+
+__device__ __forceinline__ TeamSlot team_slot(const Tiling& t) {
+  return {static_cast<int>(threadIdx.x & (t.team - 1)), kBlock / t.team,
+          static_cast<int64_t>(threadIdx.x / t.team), t.team * t.iterations};
+}
+
+// The Philox key of a sampled eps (seed on the device), or an unused one.
+__device__ __forceinline__ PhiloxKey seed_key(const int64_t* seed) {
+  return seed != nullptr ? philox_key(*seed) : PhiloxKey{0u, 0u};
+}
+
 // ------------------------------------------------------------------------- forward
 
 // One group of row b starting at column j0: writes z when `z`, and the group's KL terms into
 // `terms` when kKl (0 for lanes outside the row).
 template <typename S, int G, bool kVec, bool kKl>
-__device__ __forceinline__ void forward_group(const ForwardParams<S>& p, PhiloxKey key, int64_t b,
+__device__ __forceinline__ void forward_group(const ForwardPointers<S>& p, PhiloxKey key, int64_t b,
                                               int64_t j0, int64_t cols, bool z_wanted,
                                               at::opmath_type<S> (&terms)[G]) {
   using T = at::opmath_type<S>;
@@ -290,14 +314,13 @@ __device__ __forceinline__ void forward_group(const ForwardParams<S>& p, PhiloxK
 // same for every thread of the block (team_step_sum synchronizes).
 template <typename S, int G, bool kVec>
 __global__ void __launch_bounds__(kBlock, min_blocks<S>())
-    forward_kernel(const ForwardParams<S> p, const Tiling t) {
+    forward_kernel(const ForwardPointers<S> p, const Tiling t) {
   using T = at::opmath_type<S>;
   __shared__ T warp_sums[kBlock / kWarp];
-  const int rank = threadIdx.x & (t.team - 1);
-  const int rows_per_block = kBlock / t.team;
-  const int64_t team_row = threadIdx.x / t.team;
-  const int64_t span = t.team * t.iterations;
-  const PhiloxKey key = p.seed != nullptr ? philox_key(*p.seed) : PhiloxKey{0u, 0u};
+  const TeamSlot slot = team_slot(t);
+  const int rank = slot.rank;
+  const int64_t span = slot.span;
+  const PhiloxKey key = seed_key(p.seed);
   const bool want_z = p.z != nullptr, want_kl = p.kl != nullptr;
   // z and the KL terms from one pass when the groups of both are column-aligned; else
   // (scalar path, cols % 4 != 0, both wanted) z first from flat-aligned groups.
@@ -306,7 +329,7 @@ __global__ void __launch_bounds__(kBlock, min_blocks<S>())
   for (int64_t split = blockIdx.y; split < t.splits; split += gridDim.y) {
     const int64_t first = split * span;  // groups [first, first + span) of the row
     for (int64_t tile = blockIdx.x; tile < t.row_tiles; tile += gridDim.x) {
-      const int64_t b = tile * rows_per_block + team_row;
+      const int64_t b = slot.row(tile);
       const bool live = b < t.rows;
       if (want_z && !(want_kl && fused) && live) {
         const int64_t origin = group_origin<kVec>(b, t.cols);
@@ -364,7 +387,7 @@ __global__ void __launch_bounds__(kBlock)
 // ------------------------------------------------------------------------- backward
 
 template <typename S, int G, bool kVec>
-__device__ __forceinline__ void backward_group(const BackwardParams<S>& p, PhiloxKey key,
+__device__ __forceinline__ void backward_group(const BackwardPointers<S>& p, PhiloxKey key,
                                                at::opmath_type<S> g_kl, int64_t b, int64_t j0,
                                                int64_t cols) {
   using T = at::opmath_type<S>;
@@ -416,17 +439,16 @@ __device__ __forceinline__ void backward_group(const BackwardParams<S>& p, Philo
 
 template <typename S, int G, bool kVec>
 __global__ void __launch_bounds__(kBlock, min_blocks<S>())
-    backward_kernel(const BackwardParams<S> p, const Tiling t) {
+    backward_kernel(const BackwardPointers<S> p, const Tiling t) {
   using T = at::opmath_type<S>;
-  const int rank = threadIdx.x & (t.team - 1);
-  const int rows_per_block = kBlock / t.team;
-  const int64_t team_row = threadIdx.x / t.team;
-  const int64_t span = t.team * t.iterations;
-  const PhiloxKey key = p.seed != nullptr ? philox_key(*p.seed) : PhiloxKey{0u, 0u};
+  const TeamSlot slot = team_slot(t);
+  const int rank = slot.rank;
+  const int64_t span = slot.span;
+  const PhiloxKey key = seed_key(p.seed);
   for (int64_t split = blockIdx.y; split < t.splits; split += gridDim.y) {
     const int64_t first = split * span;
     for (int64_t tile = blockIdx.x; tile < t.row_tiles; tile += gridDim.x) {
-      const int64_t b = tile * rows_per_block + team_row;
+      const int64_t b = slot.row(tile);
       if (b >= t.rows) continue;
       const T g_kl = p.grad_kl != nullptr ? p.grad_kl[b] : T(0);
       const int64_t origin = group_origin<kVec>(b, t.cols);
@@ -499,51 +521,45 @@ bool vectorizable_output(const S* data) {
   return data == nullptr || aligned16(data);
 }
 
+// A prior's view; an absent one has null data, which load_group reads as 0.
 template <typename S>
-Strided<S> operand(const at::Tensor& t) {
-  return t.defined() ? strided_rows<S>(t) : Strided<S>{nullptr, 0, 1};
-}
-
-template <typename S>
-Strided<S> prior_operand(const std::optional<PriorView>& p) {
+Strided<S> prior_or_null(const std::optional<PriorView>& p) {
   return p.has_value() ? strided_prior<S>(*p) : Strided<S>{nullptr, 0, 0};
 }
 
-template <typename S>
-S* output(const at::Tensor& t) {
-  return t.defined() ? t.mutable_data_ptr<S>() : nullptr;
-}
-
+// The launch of a forward pass: the kernel's pointers, the tiling, the path, and the buffer
+// of KL partials.
 template <typename S>
 struct ForwardPlan {
-  ForwardParams<S> params;
+  ForwardPointers<S> pointers;
   Tiling tiling;
   bool vec;             // launch the vector-path kernel
   at::Tensor partials;  // [rows, splits] KL partials when a row spans several blocks
 };
 
+// The launch of a backward pass.
 template <typename S>
 struct BackwardPlan {
-  BackwardParams<S> params;
+  BackwardPointers<S> pointers;
   Tiling tiling;
   bool vec;
 };
 
 template <typename S>
-ForwardPlan<S> plan_forward(const ForwardArgs& a, int multiprocessors) {
+ForwardPlan<S> plan_forward(const ForwardTensors& a, int multiprocessors) {
   using T = at::opmath_type<S>;
   constexpr int kVecGroup = vector_group<S>();
   ForwardPlan<S> plan;
-  ForwardParams<S>& p = plan.params;
-  p = {operand<S>(a.mu),
-       operand<S>(a.logvar),
-       operand<S>(a.eps),
-       prior_operand<S>(a.prior_mu),
-       prior_operand<S>(a.prior_logvar),
-       a.z.defined() && a.seed.defined() ? a.seed.const_data_ptr<int64_t>() : nullptr,
-       a.prior_mu.has_value() || a.prior_logvar.has_value(),
-       output<S>(a.z),
-       output<T>(a.kl)};
+  ForwardPointers<S>& p = plan.pointers;
+  p.mu = rows_or_null<S>(a.mu);
+  p.logvar = rows_or_null<S>(a.logvar);
+  p.eps = rows_or_null<S>(a.eps);
+  p.prior_mu = prior_or_null<S>(a.prior_mu);
+  p.prior_logvar = prior_or_null<S>(a.prior_logvar);
+  p.seed = a.z.defined() && a.seed.defined() ? a.seed.const_data_ptr<int64_t>() : nullptr;
+  p.has_prior = a.prior_mu.has_value() || a.prior_logvar.has_value();
+  p.z = data_or_null<S>(a.z);
+  p.kl = data_or_null<T>(a.kl);
   const int64_t rows = a.shape.rows, cols = a.shape.cols;
   plan.vec = cols % kVecGroup == 0 && vectorizable(p.mu, kVecGroup) &&
              vectorizable(p.logvar, kVecGroup) && vectorizable(p.eps, kVecGroup) &&
@@ -560,27 +576,27 @@ ForwardPlan<S> plan_forward(const ForwardArgs& a, int multiprocessors) {
 }
 
 template <typename S>
-BackwardPlan<S> plan_backward(const BackwardArgs& a, int multiprocessors) {
+BackwardPlan<S> plan_backward(const BackwardTensors& a, int multiprocessors) {
   using T = at::opmath_type<S>;
   constexpr int kVecGroup = vector_group<S>();
   // Operands a term does not need stay null, so the kernel does not read them.
   const bool has_gz = a.grad_z.defined(), has_gkl = a.grad_kl.defined();
-  const Strided<S> none{nullptr, 0, 1};
+  const Strided<S> none{nullptr, 0, 0};
   BackwardPlan<S> plan;
-  BackwardParams<S>& p = plan.params;
-  p = {operand<S>(a.grad_z),
-       has_gkl ? operand<S>(a.mu) : none,
-       operand<S>(a.logvar),
-       has_gz ? operand<S>(a.eps) : none,
-       has_gkl ? prior_operand<S>(a.prior_mu) : none,
-       has_gkl ? prior_operand<S>(a.prior_logvar) : none,
-       has_gkl ? a.grad_kl.const_data_ptr<T>() : nullptr,
-       has_gz && !a.eps.defined() ? a.seed.const_data_ptr<int64_t>() : nullptr,
-       a.prior_mu.has_value() || a.prior_logvar.has_value(),
-       output<S>(a.grad_mu),
-       output<S>(a.grad_logvar),
-       output<S>(a.grad_prior_mu),
-       output<S>(a.grad_prior_logvar)};
+  BackwardPointers<S>& p = plan.pointers;
+  p.grad_z = rows_or_null<S>(a.grad_z);
+  p.mu = has_gkl ? rows_or_null<S>(a.mu) : none;
+  p.logvar = rows_or_null<S>(a.logvar);
+  p.eps = has_gz ? rows_or_null<S>(a.eps) : none;
+  p.prior_mu = has_gkl ? prior_or_null<S>(a.prior_mu) : none;
+  p.prior_logvar = has_gkl ? prior_or_null<S>(a.prior_logvar) : none;
+  p.grad_kl = has_gkl ? a.grad_kl.const_data_ptr<T>() : nullptr;
+  p.seed = has_gz && !a.eps.defined() ? a.seed.const_data_ptr<int64_t>() : nullptr;
+  p.has_prior = a.prior_mu.has_value() || a.prior_logvar.has_value();
+  p.grad_mu = data_or_null<S>(a.grad_mu);
+  p.grad_logvar = data_or_null<S>(a.grad_logvar);
+  p.grad_prior_mu = data_or_null<S>(a.grad_prior_mu);
+  p.grad_prior_logvar = data_or_null<S>(a.grad_prior_logvar);
   const int64_t cols = a.shape.cols;
   plan.vec = cols % kVecGroup == 0 && vectorizable(p.grad_z, kVecGroup) &&
              vectorizable(p.mu, kVecGroup) && vectorizable(p.logvar, kVecGroup) &&
@@ -599,7 +615,7 @@ BackwardPlan<S> plan_backward(const BackwardArgs& a, int multiprocessors) {
 // kernel<<<grid, block>>>(args...): on the current stream in kernels_cuda.cu, on emulated
 // threads in the CPU emulation (tests/cuda_emulation/), which so runs exactly these plans.
 template <typename S, typename Launch>
-void run_forward(const ForwardArgs& a, int multiprocessors, Launch&& launch) {
+void run_forward(const ForwardTensors& a, int multiprocessors, Launch&& launch) {
   using T = at::opmath_type<S>;
   constexpr int kVecGroup = vector_group<S>();
   if (a.shape.rows == 0) return;
@@ -611,29 +627,29 @@ void run_forward(const ForwardArgs& a, int multiprocessors, Launch&& launch) {
   const dim3 grid(static_cast<unsigned>(grid_x(plan.tiling, multiprocessors)),
                   static_cast<unsigned>(grid_y(plan.tiling)));
   if (plan.vec) {
-    launch(forward_kernel<S, kVecGroup, true>, grid, dim3(kBlock), plan.params, plan.tiling);
+    launch(forward_kernel<S, kVecGroup, true>, grid, dim3(kBlock), plan.pointers, plan.tiling);
   } else {
-    launch(forward_kernel<S, kScalarGroup, false>, grid, dim3(kBlock), plan.params, plan.tiling);
+    launch(forward_kernel<S, kScalarGroup, false>, grid, dim3(kBlock), plan.pointers, plan.tiling);
   }
   if (plan.partials.defined()) {
     const int64_t rows = a.shape.rows;
     launch(sum_partials_kernel<T>,
            dim3(static_cast<unsigned>(sum_partials_blocks(rows, multiprocessors))), dim3(kBlock),
-           plan.params.kl, plan.tiling.splits, rows, a.kl.mutable_data_ptr<T>());
+           plan.pointers.kl, plan.tiling.splits, rows, a.kl.mutable_data_ptr<T>());
   }
 }
 
 template <typename S, typename Launch>
-void run_backward(const BackwardArgs& a, int multiprocessors, Launch&& launch) {
+void run_backward(const BackwardTensors& a, int multiprocessors, Launch&& launch) {
   constexpr int kVecGroup = vector_group<S>();
   if (a.shape.rows == 0 || a.shape.cols == 0) return;
   const BackwardPlan<S> plan = plan_backward<S>(a, multiprocessors);
   const dim3 grid(static_cast<unsigned>(grid_x(plan.tiling, multiprocessors)),
                   static_cast<unsigned>(grid_y(plan.tiling)));
   if (plan.vec) {
-    launch(backward_kernel<S, kVecGroup, true>, grid, dim3(kBlock), plan.params, plan.tiling);
+    launch(backward_kernel<S, kVecGroup, true>, grid, dim3(kBlock), plan.pointers, plan.tiling);
   } else {
-    launch(backward_kernel<S, kScalarGroup, false>, grid, dim3(kBlock), plan.params, plan.tiling);
+    launch(backward_kernel<S, kScalarGroup, false>, grid, dim3(kBlock), plan.pointers, plan.tiling);
   }
 }
 

@@ -21,6 +21,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/Exception.h>
 #include <c10/util/StringUtil.h>
+#include <vae_ext/op_calls.h>
 #include <vae_ext/philox.h>
 #include <vae_ext/vae_math.h>
 
@@ -543,67 +544,14 @@ TEST(math, standard_prior_is_general_prior_at_zero_float) {
 
 using OptTensor = std::optional<at::Tensor>;
 
-c10::OperatorHandle op_handle(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
-}
-
-// The ops, typed as their schemas: typed<>() itself checks the C++ signature against them.
-at::Tensor reparameterize(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps) {
-  static const auto op =
-      op_handle("vae_ext::reparameterize")
-          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
-  return op.call(mu, logvar, eps);
-}
-
-at::Tensor reparameterize_sampled(const at::Tensor& mu, const at::Tensor& logvar,
-                                  const at::Tensor& seed) {
-  static const auto op =
-      op_handle("vae_ext::reparameterize_sampled")
-          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
-  return op.call(mu, logvar, seed);
-}
-
-at::Tensor reparameterize_backward(const at::Tensor& grad_z, const at::Tensor& logvar,
-                                   const OptTensor& eps, const OptTensor& seed) {
-  static const auto op = op_handle("vae_ext::reparameterize_backward")
-                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
-                                               const OptTensor&, const OptTensor&)>();
-  return op.call(grad_z, logvar, eps, seed);
-}
-
-at::Tensor gaussian_kl(const at::Tensor& mu, const at::Tensor& logvar, const OptTensor& prior_mu,
-                       const OptTensor& prior_logvar) {
-  static const auto op = op_handle("vae_ext::gaussian_kl")
-                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
-                                               const OptTensor&, const OptTensor&)>();
-  return op.call(mu, logvar, prior_mu, prior_logvar);
-}
-
-std::tuple<at::Tensor, at::Tensor> reparameterize_kl(const at::Tensor& mu, const at::Tensor& logvar,
-                                                     const OptTensor& eps, const OptTensor& seed,
-                                                     const OptTensor& prior_mu,
-                                                     const OptTensor& prior_logvar) {
-  static const auto op = op_handle("vae_ext::reparameterize_kl")
-                             .typed<std::tuple<at::Tensor, at::Tensor>(
-                                 const at::Tensor&, const at::Tensor&, const OptTensor&,
-                                 const OptTensor&, const OptTensor&, const OptTensor&)>();
-  return op.call(mu, logvar, eps, seed, prior_mu, prior_logvar);
-}
-
-using FourTensors = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-
-FourTensors reparameterize_kl_backward(const OptTensor& grad_z, const OptTensor& grad_kl,
-                                       const at::Tensor& mu, const at::Tensor& logvar,
-                                       const OptTensor& eps, const OptTensor& seed,
-                                       const OptTensor& prior_mu, const OptTensor& prior_logvar,
-                                       bool prior_grads) {
-  static const auto op =
-      op_handle("vae_ext::reparameterize_kl_backward")
-          .typed<FourTensors(const OptTensor&, const OptTensor&, const at::Tensor&,
-                             const at::Tensor&, const OptTensor&, const OptTensor&,
-                             const OptTensor&, const OptTensor&, bool)>();
-  return op.call(grad_z, grad_kl, mu, logvar, eps, seed, prior_mu, prior_logvar, prior_grads);
-}
+// The ops, typed as their schemas (csrc/op_calls.h): typed<>() checks each C++ signature.
+using vae_ext::op_calls::gaussian_kl;
+using vae_ext::op_calls::reparameterize;
+using vae_ext::op_calls::reparameterize_backward;
+using vae_ext::op_calls::reparameterize_kl;
+using vae_ext::op_calls::reparameterize_kl_backward;
+using vae_ext::op_calls::reparameterize_sampled;
+using FourTensors = vae_ext::op_calls::Grads4;
 
 const char* const kSchemas[] = {
     "vae_ext::reparameterize(Tensor mu, Tensor logvar, Tensor eps) -> Tensor",

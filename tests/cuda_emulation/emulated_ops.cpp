@@ -89,13 +89,13 @@ int vector_group_of(at::ScalarType dtype) {
 
 int block_threads() { return cuda_kernels::kBlock; }
 
-void forward_emulated(const ForwardArgs& a) {
+void forward_emulated(const ForwardTensors& a) {
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, a.mu.scalar_type(), "vae_ext_forward_emulated",
       [&] { cuda_kernels::run_forward<scalar_t>(a, g_sms, RecordingLaunch{}); });
 }
 
-void backward_emulated(const BackwardArgs& a) {
+void backward_emulated(const BackwardTensors& a) {
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, a.mu.scalar_type(), "vae_ext_backward_emulated",
       [&] { cuda_kernels::run_backward<scalar_t>(a, g_sms, RecordingLaunch{}); });

@@ -12,8 +12,8 @@
 namespace vae_ext {
 namespace cuda_emulation {
 
-void forward_emulated(const ForwardArgs& a);
-void backward_emulated(const BackwardArgs& a);
+void forward_emulated(const ForwardTensors& a);
+void backward_emulated(const BackwardTensors& a);
 
 using EmulatedOps = OpFront<forward_emulated, backward_emulated>;
 

@@ -145,7 +145,7 @@ template <typename S>
 void extreme_plans(at::IntArrayRef sizes, int sms) {
   const at::ScalarType dtype = c10::CppTypeToScalarType<S>::value;
   const at::ScalarType compute = at::toOpMathType(dtype);
-  ForwardArgs f;
+  ForwardTensors f;
   f.mu = fake(sizes, dtype);
   f.shape = latent_shape(f.mu);
   f.logvar = fake(sizes, dtype);
@@ -159,7 +159,7 @@ void extreme_plans(at::IntArrayRef sizes, int sms) {
         "partials exactly when rows are split, " +
             shape_string(f.shape.rows, f.shape.cols, group, sms));
 
-  BackwardArgs b;
+  BackwardTensors b;
   b.mu = f.mu;
   b.shape = f.shape;
   b.logvar = f.logvar;
@@ -214,7 +214,7 @@ void far_rows(int64_t cols) {
   const int64_t shift = first * cols;  // elements before the buffer's first row
   auto back = [&](const at::Tensor& x) { return x.data_ptr<S>() - shift; };
 
-  ForwardParams<S> fp{};
+  ForwardPointers<S> fp{};
   fp.mu = {back(mu), cols, 1};
   fp.logvar = {back(lv), cols, 1};
   fp.eps = fp.prior_mu = fp.prior_logvar = {nullptr, 0, 1};
@@ -226,7 +226,7 @@ void far_rows(int64_t cols) {
   const dim3 grid(static_cast<unsigned>(tile + 1)), block(kBlock);
   cuda_emu::Launch{&only}(forward_kernel<S, G, kVec>, grid, block, fp, t);
 
-  BackwardParams<S> bp{};
+  BackwardPointers<S> bp{};
   bp.grad_z = {back(gz), cols, 1};
   bp.mu = {back(mu), cols, 1};
   bp.logvar = {back(lv), cols, 1};
@@ -278,7 +278,7 @@ void long_row() {
   check_tiling(t, 1, cols, vector_group<float>(), true, sms);
   check(t.splits > 1, "one long row: planned as one split, so the split tree goes untested");
   at::Tensor partials = at::empty({t.splits}), kl = at::empty({1});
-  ForwardParams<float> p{};
+  ForwardPointers<float> p{};
   p.mu = {&one, 0, 0};
   p.logvar = {&zero, 0, 0};
   p.eps = p.prior_mu = p.prior_logvar = {nullptr, 0, 1};

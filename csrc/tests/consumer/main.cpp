@@ -1,43 +1,21 @@
-// The program of docs/cpp.md: calls vae_ext's ops through torch's dispatcher. ctest's
-// install.consumer builds it against an installed vae_ext; it exits 0 when the ops agree with
-// the same formulas written with ATen ops.
+// The program of docs/cpp.md: calls vae_ext's ops through torch's dispatcher, with the typed
+// calls of <vae_ext/op_calls.h>. ctest's install.consumer builds it against an installed
+// vae_ext; it exits 0 when the ops agree with the same formulas written with ATen ops.
 #include <ATen/ATen.h>
-#include <ATen/core/dispatch/Dispatcher.h>
+#include <vae_ext/op_calls.h>  // typed dispatcher calls of the ops
 #include <vae_ext/philox.h>
 
-#include <cmath>
 #include <iostream>
-#include <optional>
-#include <tuple>
-
-using OptTensor = std::optional<at::Tensor>;
-
-at::Tensor gaussian_kl(const at::Tensor& mu, const at::Tensor& logvar,
-                       const OptTensor& prior_mu = std::nullopt,
-                       const OptTensor& prior_logvar = std::nullopt) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("vae_ext::gaussian_kl", "")
-                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
-                                               const OptTensor&, const OptTensor&)>();
-  return op.call(mu, logvar, prior_mu, prior_logvar);
-}
-
-std::tuple<at::Tensor, at::Tensor> reparameterize_kl(const at::Tensor& mu, const at::Tensor& logvar,
-                                                     const at::Tensor& seed) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("vae_ext::reparameterize_kl", "")
-                             .typed<std::tuple<at::Tensor, at::Tensor>(
-                                 const at::Tensor&, const at::Tensor&, const OptTensor&,
-                                 const OptTensor&, const OptTensor&, const OptTensor&)>();
-  return op.call(mu, logvar, /*eps=*/std::nullopt, seed, std::nullopt, std::nullopt);
-}
 
 int main() {
+  using vae_ext::op_calls::gaussian_kl;
+  using vae_ext::op_calls::reparameterize_kl;
   const auto halves = at::randn({8, 32}).chunk(2, /*dim=*/1);  // encoder output [mu | logvar]
   const at::Tensor mu = halves[0], logvar = halves[1];
   const at::Tensor kl = gaussian_kl(mu, logvar);  // [8], KL(q || N(0, I)) per sample
   const at::Tensor seed = at::full({1}, 1234, at::kLong);
-  const auto [z, kl_again] = reparameterize_kl(mu, logvar, seed);  // z = mu + eps * sigma
+  const auto [z, kl_again] =
+      reparameterize_kl(mu, logvar, /*eps=*/std::nullopt, seed);  // z = mu + eps * sigma
 
   // The same with ATen ops; eps of element i is normal_at(philox_key(seed), i).
   const at::Tensor eager_kl = 0.5 * (mu.square() + logvar.exp() - 1 - logvar).sum(1);
