@@ -57,3 +57,18 @@ def test_exp_edges(dtype):
     # The largest finite results and the subnormal range stay finite and exact to an ulp.
     big = torch.tensor([info.max], dtype=torch.float64).log().to(dtype) - 0.01
     assert torch.isfinite(reference.exp_of(big)).all()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "int_dtype", "bias", "mantissa", "bits"),
+    [(torch.float32, torch.int32, 127, 23, 7), (torch.float64, torch.int64, 1023, 52, 10)],
+    ids=["float32", "float64"],
+)
+def test_power_of_two_equals_the_bit_cast(dtype, int_dtype, bias, mantissa, bits):
+    # The reference's 2^n without a dtype view (used where vmap cannot batch one, torch 2.11)
+    # must give the kernels' bit-cast floats for every n its exp can need, and beyond.
+    limit = 1 << bits
+    n = torch.arange(1 - limit, limit, dtype=int_dtype)
+    n = n[(n + bias > 0) & (n + bias < 2 * bias + 1)]  # normal numbers only, as in exp
+    want = ((n + bias) << mantissa).view(dtype)
+    assert torch.equal(reference._power_of_two(n, dtype, bits), want)

@@ -222,6 +222,7 @@ _EXP_FLOAT = {
     "poly": (1.98412698e-4, 1.38888889e-3, 8.33333333e-3, 4.16666667e-2, 1.66666667e-1, 0.5),
     "bias": 127,
     "mantissa": 23,
+    "exponent_bits": 7,  # |n_lo| <= 75 for x in the clamp range
     "int": torch.int32,
 }
 _EXP_DOUBLE = {
@@ -244,6 +245,7 @@ _EXP_DOUBLE = {
     ),
     "bias": 1023,
     "mantissa": 52,
+    "exponent_bits": 10,  # |n_lo| <= 538
     "int": torch.int64,
 }
 _EXPM1_MINUS_X = {
@@ -264,6 +266,28 @@ _EXPM1_MINUS_X = {
 }
 
 
+def _view_dtype_batches():
+    """Whether vmap batches Tensor.view(dtype) (torch 2.11's does not)."""
+    try:
+        torch.func.vmap(lambda t: t.view(torch.float32))(torch.zeros(2, 1, dtype=torch.int32))
+    except RuntimeError:
+        return False
+    return True
+
+
+_VIEW_DTYPE_BATCHES = _view_dtype_batches()
+
+
+def _power_of_two(n, dtype, bits):
+    """2^n for an integer tensor n with |n| < 2^bits, exactly: a product of exact powers of two
+    (one per set bit of |n|), inverted for n < 0; normal numbers throughout for the n here."""
+    magnitude = n.abs()
+    result = torch.ones(n.shape, dtype=dtype, device=n.device)
+    for bit in range(bits):
+        result = torch.where(((magnitude >> bit) & 1) == 1, result * 2.0 ** (1 << bit), result)
+    return torch.where(n < 0, 1.0 / result, result)
+
+
 def _exp_parts(x):
     """(expm1(r), 2^n as two factors, n) of x = n ln2 + r: vae_math.h exp_parts."""
     k = _EXP_FLOAT if x.dtype == torch.float32 else _EXP_DOUBLE
@@ -280,9 +304,14 @@ def _exp_parts(x):
         p = p * r + coefficient
     ni = n.to(torch.int32).to(k["int"])
     n_lo = ni >> 1
-    bits_dtype = x.dtype
-    scale_lo = ((n_lo + k["bias"]) << k["mantissa"]).view(bits_dtype)
-    scale_hi = ((ni - n_lo + k["bias"]) << k["mantissa"]).view(bits_dtype)
+    # 2^n_lo and 2^(n - n_lo) (n - n_lo is n_lo or n_lo + 1), as the kernels build them: a
+    # bit cast of the exponent field; where vmap cannot batch a dtype view (torch 2.11), the
+    # same floats from exact products.
+    if _VIEW_DTYPE_BATCHES:
+        scale_lo = ((n_lo + k["bias"]) << k["mantissa"]).view(x.dtype)
+    else:
+        scale_lo = _power_of_two(n_lo, x.dtype, k["exponent_bits"])
+    scale_hi = torch.where((ni & 1) == 1, scale_lo * 2.0, scale_lo)
     return r + (r * r) * p, scale_lo, scale_hi, n
 
 
