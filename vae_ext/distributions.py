@@ -53,6 +53,12 @@ def _sample(mu, logvar, generator=None):
     return _ops.active().reparameterize_sampled(mu, logvar, _seed(mu.device, generator))
 
 
+def _kl(mu, logvar, prior_mu=None, prior_logvar=None):
+    """Per-sample KL [B] of latents [B, ...] in the compute dtype, through the fused op (which
+    copies rows that are not contiguous blocks, so the sum runs in the logical order)."""
+    return gaussian_kl(mu, logvar, prior_mu, prior_logvar, reduction="none")
+
+
 def _sample_n(mu, logvar, n, generator=None):
     """n independent draws [n, *mu.shape] in one call: the op sees n rows that all read the
     same flat (mu, logvar) through a row stride of 0, and one seed gives every element of the
@@ -399,7 +405,7 @@ class DiagonalGaussianDistribution:
         if not fused:
             return self._eager_kl(other)
         prior = (None, None) if other is None else (other.mean, other.logvar)
-        return gaussian_kl(self.mean, self.logvar, *prior, reduction="none")
+        return _kl(self.mean, self.logvar, *prior)
 
     def _eager_kl(self, other):
         # diffusers' formulas, for the shapes and cases the fused op does not take, in the
