@@ -22,11 +22,13 @@ def torch_peer(mu, logvar):
     return Independent(Normal(mu, torch.exp(0.5 * logvar), validate_args=False), mu.dim() - 1, validate_args=False)
 
 
-def assert_sum_close(actual, expected, dtype, terms):
-    """A value summing `terms` per-element values (log_prob, entropy, KL) against float64."""
+def assert_sum_close(actual, expected, dtype, terms, rounded_in=None):
+    """A value summing `terms` per-element values (log_prob, entropy, KL) against float64;
+    `rounded_in`: a dtype some input went through first (a torch Normal's scale in half)."""
     rtol, atol = TOLERANCES[compute_dtype(dtype)] if dtype in (torch.float16, torch.bfloat16) else TOLERANCES[dtype]
-    if actual.dtype != torch.float64:  # the result is rounded to the input dtype once more
-        rtol, atol = max(rtol, TOLERANCES[actual.dtype][0]), max(atol, TOLERANCES[actual.dtype][1])
+    for rounding in (actual.dtype, rounded_in):  # the result in float32, an input in its dtype
+        if rounding is not None and rounding != torch.float64:
+            rtol, atol = max(rtol, TOLERANCES[rounding][0]), max(atol, TOLERANCES[rounding][1])
     torch.testing.assert_close(actual.double(), expected.double(), rtol=rtol, atol=atol * math.sqrt(max(terms, 1)))
 
 
@@ -71,11 +73,11 @@ def test_matches_independent_normal(dtype, shape):
         torch.testing.assert_close(ours.double(), theirs, rtol=rtol, atol=atol)
     value = randn(shape, dtype, torch.Generator().manual_seed(5), scale=1.5)
     log_prob = q.log_prob(value)
-    assert log_prob.shape == shape[:1] and log_prob.dtype == dtype
+    assert log_prob.shape == shape[:1] and log_prob.dtype == compute_dtype(dtype)
     # Normal's per-element values summed per sample: torch's Independent fails on an empty batch.
     assert_sum_close(log_prob, batch_sum(peer.base_dist.log_prob(f64(value))), dtype, terms)
     entropy = q.entropy()
-    assert entropy.shape == shape[:1] and entropy.dtype == dtype
+    assert entropy.shape == shape[:1] and entropy.dtype == compute_dtype(dtype)
     assert_sum_close(entropy, batch_sum(peer.base_dist.entropy()), dtype, terms)
     assert q.support.event_dim == len(shape) - 1
     if value.numel():  # torch's independent constraint fails on empty values
@@ -183,8 +185,16 @@ def test_expand():
     q = DiagonalGaussian(mu, logvar).expand((3,))
     assert q.batch_shape == (3,) and q.rsample().shape == (3, 4)
     torch.testing.assert_close(q.entropy(), torch_peer(mu, logvar).entropy().expand(3))
-    with pytest.raises(ValueError, match="batch_shape of one dimension"):
-        DiagonalGaussian(mu, logvar).expand((2, 3))
+    wide = DiagonalGaussian(mu, logvar).expand((2, 3))  # any batch shape, as Independent(Normal)
+    peer = torch_peer(mu, logvar).expand((2, 3))
+    assert wide.batch_shape == peer.batch_shape == (2, 3) and wide.event_shape == (4,)
+    assert wide.rsample().shape == (2, 3, 4) and wide.rsample((5,)).shape == (5, 2, 3, 4)
+    torch.testing.assert_close(wide.entropy(), peer.entropy())
+    value = torch.randn(2, 3, 4, dtype=torch.float64)
+    torch.testing.assert_close(wide.log_prob(value), peer.log_prob(value))
+    torch.testing.assert_close(kl_divergence(wide, Normal(0.0, 1.0)), kl_divergence(peer, torch_peer(0 * mu, 0 * mu)))
+    nested = Independent(DiagonalGaussian(mu, logvar), 1).expand((2,))
+    assert nested.batch_shape == (2,) and nested.event_shape == (1, 4)
 
 
 def test_broadcasts_mu_and_logvar():
@@ -244,7 +254,7 @@ def test_kl_diagonal_diagonal(api_backend, dtype, batches):
     p_args = [t.requires_grad_(True) for t in latent((pb, *event), dtype, seed=1)]
     q_args = [t.requires_grad_(True) for t in latent((qb, *event), dtype, seed=2)]
     kl = kl_divergence(DiagonalGaussian(*p_args), DiagonalGaussian(*q_args))
-    assert kl.shape == (max(pb, qb),) and kl.dtype == dtype
+    assert kl.shape == (max(pb, qb),) and kl.dtype == compute_dtype(dtype)
     grad_kl = randn(kl.shape, torch.float64, torch.Generator().manual_seed(9), shift=0.5)
     expected, expected_grads = torch_kl_and_grads(p_args, q_args, torch_peer, grad_kl)
     assert_sum_close(kl, expected, dtype, math.prod(event))
@@ -270,10 +280,10 @@ def test_kl_to_independent_normal_with_learnable_prior(api_backend, dtype, kind)
     q_args = [t.requires_grad_(True) for t in latent((q_batch, *event), dtype, seed=4)]
     make_q = q_independent(kind)
     kl = kl_divergence(DiagonalGaussian(*p_args), make_q(*q_args))
-    assert kl.shape == (4,) and kl.dtype == dtype
+    assert kl.shape == (4,) and kl.dtype == compute_dtype(dtype)
     grad_kl = randn((4,), torch.float64, torch.Generator().manual_seed(10), shift=0.5)
     expected, expected_grads = torch_kl_and_grads(p_args, q_args, make_q, grad_kl)
-    assert_sum_close(kl, expected, dtype, math.prod(event))
+    assert_sum_close(kl, expected, dtype, math.prod(event), rounded_in=dtype)  # q's scale in dtype
     grads = torch.autograd.grad(kl, [*p_args, *q_args], grad_kl.to(dtype))
     prior_grads_close(grads, expected_grads, dtype, 4)
 
@@ -297,8 +307,7 @@ def test_kl_to_plain_normal(api_backend, kind):
 def test_kl_to_standard_normal_matches_the_functional_api(api_backend, dtype):
     _, mu, logvar = conv_halves(3, 4, 3, dtype)
     kl = kl_divergence(DiagonalGaussian(mu, logvar), Normal(0.0, 1.0))
-    expected = vae_ext.gaussian_kl(mu, logvar, reduction="none").to(dtype)
-    torch.testing.assert_close(kl, expected, rtol=TOLERANCES[dtype][0], atol=TOLERANCES[dtype][1] * 8)
+    assert torch.equal(kl, vae_ext.gaussian_kl(mu, logvar, reduction="none"))  # compute dtype, same bits
 
 
 def test_kl_gradcheck_with_learnable_priors(api_backend):
@@ -318,20 +327,18 @@ def test_kl_independent_to_diagonal(dtype):
     q_args = latent((3, 2, 4), dtype, seed=8)
     kl = kl_divergence(torch_peer(*p_args), DiagonalGaussian(*q_args))
     expected = kl_divergence(torch_peer(*map(f64, p_args)), torch_peer(*map(f64, q_args)))
-    assert kl.dtype == dtype
-    assert_sum_close(kl, expected, dtype, 8)
+    assert kl.dtype == compute_dtype(dtype)
+    assert_sum_close(kl, expected, dtype, 8, rounded_in=dtype)  # p's scale in dtype
 
 
 def test_kl_shape_errors():
     q = DiagonalGaussian(*latent((3, 4), torch.float32))
     with pytest.raises(ValueError, match="event shapes"):
         kl_divergence(q, DiagonalGaussian(*latent((3, 5), torch.float32)))
-    with pytest.raises(ValueError, match="does not broadcast"):
-        kl_divergence(q, Normal(torch.zeros(2, 3, 4), 1.0))
+    with pytest.raises(ValueError, match="does not broadcast to the DiagonalGaussian's event shape"):
+        kl_divergence(DiagonalGaussian(*latent((3, 1), torch.float32)), Normal(torch.zeros(4), 1.0))
     with pytest.raises(ValueError, match="do not broadcast"):
         kl_divergence(q, Normal(torch.zeros(5), 1.0))
-    with pytest.raises(ValueError, match="does not match"):
-        kl_divergence(q, Independent(Normal(torch.zeros(2, 3, 4), 1.0), 1))
     with pytest.raises(ValueError, match="does not match"):
         kl_divergence(q, Independent(Normal(torch.zeros(3, 4), 1.0), 2))
     with pytest.raises(NotImplementedError):
@@ -390,28 +397,3 @@ def test_compile_rsample(compiled_api):
     torch.manual_seed(0)
     torch.testing.assert_close(compiled, draw(h))
     assert compiled.shape == (2, 2, 4, 3, 3)
-
-
-def test_rsample_reads_channels_last_halves_in_place_with_eps_in_memory_order(api_backend):
-    h = torch.randn(2, 6, 3, 4, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
-    mu, logvar = h.chunk(2, dim=1)
-    z = DiagonalGaussian(mu, logvar).rsample(generator=torch.Generator().manual_seed(2))
-    eps = reference_normals(2, mu.numel()).reshape(2, 3, 4, 3).permute(0, 3, 1, 2)  # (b, h, w, c) order
-    torch.testing.assert_close(z, mu + eps * torch.exp(0.5 * logvar))
-    kl = kl_divergence(DiagonalGaussian(mu, logvar), Normal(0.0, 1.0))
-    torch.testing.assert_close(kl, kl_divergence(torch_peer(mu, logvar), torch_peer(0 * mu, 0 * logvar)))
-
-
-@pytest.mark.parametrize("prior", ("standard", "scalar", "full"))
-def test_kl_reads_channels_last_halves_as_rows_of_channels(api_backend, prior):
-    h = torch.randn(3, 32, 2, 3, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
-    mu, logvar = h.chunk(2, dim=1)  # 16 channels: the KL op reads rows of C in place
-    other = torch.randn(3, 32, 2, 3, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
-    q = {
-        "standard": Normal(0.0, 1.0),
-        "scalar": Normal(torch.tensor(0.5, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)),
-        "full": DiagonalGaussian(*other.chunk(2, dim=1)),
-    }[prior]
-    kl = kl_divergence(DiagonalGaussian(mu, logvar), q)
-    peer_q = torch_peer(*other.chunk(2, dim=1)) if prior == "full" else Independent(q.expand(mu.shape), 3)
-    torch.testing.assert_close(kl, kl_divergence(torch_peer(mu, logvar), peer_q), rtol=1e-12, atol=1e-12)

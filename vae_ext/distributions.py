@@ -12,6 +12,8 @@ See docs/distributions.md.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.distributions import Distribution, Independent, Normal, constraints, register_kl
 
@@ -22,10 +24,18 @@ from .functional import draw_seed, gaussian_kl
 # diffusers' and latent-diffusion's clamp of the posterior's logvar.
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 _NO_SHAPE = torch.Size()
-# The CPU kernels sum each row's KL in 16 lanes (kLanes in csrc/cpu/kernels_cpu.cpp): on rows
-# of fewer channels that per-row reduction costs more than the op's copy of the two halves.
-# The sampler packs short rows into shared tiles and takes rows of any length.
-_KL_MIN_CHANNELS = 16
+# logvar = -inf is sigma = 0, which Normal's scale constraint (positive) rejects too; NaN fails both.
+_LOG_VARIANCE = constraints.greater_than(-math.inf)
+
+
+class _Independent(constraints._IndependentConstraint):
+    """torch's ``constraints.independent``, which also checks an empty batch (torch's own
+    check fails to reshape one)."""
+
+    def check(self, value):
+        if value.numel() == 0:
+            return torch.ones(value.shape[: value.dim() - self.event_dim], dtype=torch.bool, device=value.device)
+        return super().check(value)
 
 
 def _seed(device, generator):
@@ -36,67 +46,17 @@ def _seed(device, generator):
     return draw_seed(generator.device, generator).to(device)
 
 
-def _rows_are_blocks(t):
-    """csrc/op_args.h's rows_are_contiguous_blocks: the ops read t in place."""
-    expected = 1
-    for size, stride in zip(reversed(t.shape[1:]), reversed(t.stride()[1:])):
-        if size != 1 and stride != expected:
-            return False
-        expected *= size
-    return True
-
-
-def _channel_rows(t):
-    """A [B·H·W…, C] view of t [B, C, *spatial] when its channels are innermost in memory, as
-    in the channels_last moments of diffusers' AutoencoderKL (its attention block hands
-    channels_last on to conv_out) and in their chunk(2, dim=1) halves; else None."""
-    if t.dim() < 3:
-        return None
-    moved = t.movedim(1, -1)
-    if moved.shape[-1] != 1 and moved.stride(-1) != 1:
-        return None
-    expected = None
-    for size, stride in zip(reversed(moved.shape[:-1]), reversed(moved.stride()[:-1])):
-        if size == 1:
-            continue
-        if expected is not None and stride != expected:
-            return None
-        expected = stride * size
-    return moved.reshape(-1, moved.shape[-1])  # a view: the dims before C merge
-
-
-def _in_place_views(mu, *others):
-    """Views of mu and others (same shape as mu, 0-d or None) that the ops read without a copy:
-    the tensors themselves when their rows are contiguous blocks, else [B·H·W…, C] views of
-    channel-innermost layouts, else None (the op copies)."""
-    full = [t for t in (mu, *others) if t is not None and t.dim() > 0]
-    if mu.numel() == 0 or all(_rows_are_blocks(t) for t in full):
-        return None
-    if any(t.shape != mu.shape for t in full):
-        return None
-    views = [t if t is None or t.dim() == 0 else _channel_rows(t) for t in (mu, *others)]
-    return None if any(v is None for v, t in zip(views, (mu, *others)) if t is not None) else views
-
-
 def _sample(mu, logvar, generator=None):
-    """z = mu + ε·σ through the fused op. ε is indexed in the order the op reads: logical
-    [B, ...] order, or (b, h, w, c) for channel-innermost latents."""
-    seed = _seed(mu.device, generator)
-    views = _in_place_views(mu, logvar)
-    if views is None:
-        return _ops.ops.reparameterize_sampled(mu, logvar, seed)
-    z = _ops.ops.reparameterize_sampled(*views, seed)
-    return z.view(mu.shape[0], *mu.shape[2:], mu.shape[1]).movedim(-1, 1)
+    """z = mu + ε·σ through the fused op, ε in the logical [B, ...] order whatever the layout
+    (docs/design.md section 4): rows that are not contiguous blocks (channels_last) are copied
+    by the op, as an in-place read would index ε in memory order (docs/distributions.md)."""
+    return _ops.active().reparameterize_sampled(mu, logvar, _seed(mu.device, generator))
 
 
 def _kl(mu, logvar, prior_mu=None, prior_logvar=None):
-    """Per-sample KL [B] (compute dtype) through the fused op, channel-innermost latents with
-    at least _KL_MIN_CHANNELS channels read in place as rows of C (their KLs summed per sample)."""
-    wide = mu.dim() >= 3 and mu.shape[1] >= _KL_MIN_CHANNELS
-    views = _in_place_views(mu, logvar, prior_mu, prior_logvar) if wide else None
-    if views is None:
-        return gaussian_kl(mu, logvar, prior_mu, prior_logvar, reduction="none")
-    return gaussian_kl(*views, reduction="none").view(mu.shape[0], -1).sum(1)
+    """Per-sample KL [B] of latents [B, ...] in the compute dtype, through the fused op (which
+    copies rows that are not contiguous blocks, so the sum runs in the logical order)."""
+    return gaussian_kl(mu, logvar, prior_mu, prior_logvar, reduction="none")
 
 
 def _sample_n(mu, logvar, n, generator=None):
@@ -118,23 +78,38 @@ def _check_tensor(t, name):
         raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
 
 
+def _check_event_dims(event_dims, dim):
+    if event_dims is None:
+        if dim < 1:
+            raise ValueError("mu must have a batch dimension (dim >= 1), got 0-d tensors; or pass event_dims=0")
+        return dim - 1
+    if isinstance(event_dims, bool) or not isinstance(event_dims, int):
+        raise TypeError(f"event_dims must be None or an int, got {type(event_dims).__name__}")
+    if not 0 <= event_dims <= dim:
+        raise ValueError(f"event_dims must be in [0, mu.dim()] = [0, {dim}], got {event_dims}")
+    return event_dims
+
+
 # --------------------------------------------------------------------------- torch.distributions
 
 
 class DiagonalGaussian(Distribution):
-    """N(mu, diag(exp(logvar))) over each row of ``mu`` [B, ...].
+    """N(mu, diag(exp(logvar))) over the last ``event_dims`` dimensions of ``mu``.
 
-    ``batch_shape = mu.shape[:1]``, ``event_shape = mu.shape[1:]``: the distribution of
-    ``Independent(Normal(mu, exp(logvar / 2)), mu.dim() - 1)``, parameterized by the log
-    variance. ``rsample`` draws ε in the fused kernel (its backward regenerates ε instead of
-    saving it); ``kl_divergence`` to another DiagonalGaussian, an ``Independent(Normal)`` or
-    a ``Normal`` runs the fused KL. mu and logvar may be strided views (``h.chunk(2, dim=1)``).
+    The distribution of ``Independent(Normal(mu, exp(logvar / 2)), event_dims)``, parameterized
+    by the log variance: ``event_shape = mu.shape[mu.dim() - event_dims:]`` and ``batch_shape``
+    the dimensions before it, of any rank. ``event_dims=None`` (the default) is
+    ``mu.dim() - 1``: one batch dimension, ``batch_shape = mu.shape[:1]``. ``rsample`` draws ε
+    in the fused kernel (its backward regenerates ε instead of saving it), over the batch
+    dimensions flattened into rows; ``kl_divergence`` to another DiagonalGaussian, an
+    ``Independent(Normal)`` or a ``Normal`` runs the fused KL. mu and logvar may be strided
+    views (``h.chunk(2, dim=1)``). ``log_prob``, ``entropy`` and the KL are in the compute
+    dtype (float32 for half types), so they do not overflow where float32 does not.
     """
 
-    arg_constraints = {"mu": constraints.real, "logvar": constraints.real}
     has_rsample = True
 
-    def __init__(self, mu, logvar, validate_args=None):
+    def __init__(self, mu, logvar, validate_args=None, *, event_dims=None):
         _check_tensor(mu, "mu")
         _check_tensor(logvar, "logvar")
         if logvar.dtype != mu.dtype:
@@ -143,25 +118,31 @@ class DiagonalGaussian(Distribution):
             raise ValueError(f"logvar must be on mu's device {mu.device}, got {logvar.device}")
         if mu.shape != logvar.shape:
             mu, logvar = torch.broadcast_tensors(mu, logvar)
-        if mu.dim() < 1:
-            raise ValueError("mu must have a batch dimension (dim >= 1), got 0-d tensors")
+        self._event_dims = _check_event_dims(event_dims, mu.dim())
         self.mu, self.logvar = mu, logvar
-        super().__init__(mu.shape[:1], mu.shape[1:], validate_args=validate_args)
+        split = mu.dim() - self._event_dims
+        super().__init__(mu.shape[:split], mu.shape[split:], validate_args=validate_args)
+
+    @property
+    def arg_constraints(self):
+        return {
+            "mu": _Independent(constraints.real, self._event_dims),
+            "logvar": _Independent(_LOG_VARIANCE, self._event_dims),
+        }
 
     def expand(self, batch_shape, _instance=None):
-        batch_shape = torch.Size(batch_shape)
-        if len(batch_shape) != 1:
-            raise ValueError(f"a DiagonalGaussian has a batch_shape of one dimension, got {tuple(batch_shape)}")
         new = self._get_checked_instance(DiagonalGaussian, _instance)
-        new.mu = self.mu.expand(batch_shape + self.event_shape)
-        new.logvar = self.logvar.expand(batch_shape + self.event_shape)
-        super(DiagonalGaussian, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        shape = torch.Size(batch_shape) + self.event_shape
+        new._event_dims = self._event_dims
+        new.mu, new.logvar = self.mu.expand(shape), self.logvar.expand(shape)
+        super(DiagonalGaussian, new).__init__(torch.Size(batch_shape), self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
 
-    @constraints.dependent_property(is_discrete=False, event_dim=0)
+    # As Independent's: the event_dim is the instance's, not known from the class.
+    @constraints.dependent_property(is_discrete=False)
     def support(self):
-        return constraints.independent(constraints.real, len(self.event_shape))
+        return _Independent(constraints.real, self._event_dims)
 
     @property
     def mean(self):
@@ -179,13 +160,18 @@ class DiagonalGaussian(Distribution):
     def variance(self):
         return torch.exp(self.logvar)
 
+    def _rows(self, t):
+        """t [*batch, *event] as the ops' [rows, *event] (a view where the batch dims merge)."""
+        return t.reshape(-1, *self.event_shape) if len(self.batch_shape) != 1 else t
+
     def rsample(self, sample_shape=_NO_SHAPE, *, generator=None):
         """Draws of shape sample_shape + batch_shape + event_shape, differentiable in mu and
         logvar; ε from ``generator`` (or the device's default) through one seed per call."""
         sample_shape = torch.Size(sample_shape)
+        shape = self._extended_shape(sample_shape)
         if not sample_shape:
-            return _sample(self.mu, self.logvar, generator)
-        return _sample_n(self.mu, self.logvar, sample_shape.numel(), generator).view(self._extended_shape(sample_shape))
+            return _sample(self._rows(self.mu), self._rows(self.logvar), generator).view(shape)
+        return _sample_n(self.mu, self.logvar, sample_shape.numel(), generator).view(shape)
 
     def sample(self, sample_shape=_NO_SHAPE, *, generator=None):
         with torch.no_grad():
@@ -194,15 +180,16 @@ class DiagonalGaussian(Distribution):
     def log_prob(self, value):
         if self._validate_args and value.numel():  # torch's check fails on empty values
             self._validate_sample(value)
-        dtype = torch.promote_types(value.dtype, self.mu.dtype)
         logvar = to_compute(self.logvar)
         d = to_compute(value) - to_compute(self.mu)
+        if d.dtype != logvar.dtype:
+            logvar = logvar.to(d.dtype)
         log_p = -0.5 * (d * d * torch.exp(-logvar) + logvar + LOG_2PI)
-        return _sum_rightmost(log_p, len(self.event_shape)).to(dtype)
+        return _sum_rightmost(log_p, self._event_dims)
 
     def entropy(self):
         entropy = 0.5 * (1.0 + LOG_2PI) + 0.5 * to_compute(self.logvar)
-        return _sum_rightmost(entropy, len(self.event_shape)).to(self.mu.dtype)
+        return _sum_rightmost(entropy, self._event_dims).expand(self.batch_shape)
 
 
 # --------------------------------------------------------------------------- kl_divergence
@@ -215,30 +202,36 @@ def _broadcast_shape(*shapes):
         raise ValueError(f"kl_divergence: parameter shapes {[tuple(s) for s in shapes]} do not broadcast") from error
 
 
-def _as_prior(t, shape):
-    """A parameter broadcastable to ``shape`` = [B, *event] as the op's prior argument: a 0-d
-    view when it holds one value, [1, *event] when it does not vary over the batch, else full."""
+def _as_prior(t, shape, event_dims, device):
+    """A parameter broadcastable to ``shape`` = [*batch, *event] as the op's prior argument for
+    the rows [prod(batch), *event]: a 0-d tensor on ``device`` when it holds one value (a CPU
+    0-d prior beside latents on another device, as torch allows; its gradient returns to the
+    CPU), [1, *event] when it does not vary over the batch, else the full rows."""
     if _broadcast_shape(t.shape, shape) != shape:
         raise ValueError(f"a prior parameter of shape {tuple(t.shape)} does not broadcast to {tuple(shape)}")
     if t.numel() == 1 or (t.numel() > 1 and all(s == 0 for s, n in zip(t.stride(), t.shape) if n > 1)):
-        return t.reshape(-1)[0]
+        return t.reshape(-1)[0].to(device)
     t = t.reshape((1,) * (len(shape) - t.dim()) + tuple(t.shape))
-    if t.shape[0] == 1 or t.stride(0) == 0:
-        return t[:1].expand(1, *shape[1:])
-    return t.expand(shape)
+    split = len(shape) - event_dims
+    event = shape[split:]
+    if all(n == 1 or s == 0 for n, s in zip(t.shape[:split], t.stride()[:split])):
+        return t[(0,) * split].unsqueeze(0).expand(1, *event) if split else t.expand(1, *event)
+    return t.expand(shape).reshape(-1, *event)
 
 
 def _fused_kl(mu, logvar, prior_mu, prior_logvar, event_dims):
-    """Per-sample KL [B] of N(mu, e^logvar) to N(prior_mu, e^prior_logvar), all four broadcast
-    to [B, *event] (event_dims trailing dims), in mu's dtype."""
+    """KL of N(mu, e^logvar) to N(prior_mu, e^prior_logvar) summed over the event_dims
+    trailing dims, of the batch shape the four broadcast to, in the compute dtype."""
     shape = _broadcast_shape(mu.shape, logvar.shape, prior_mu.shape, prior_logvar.shape)
-    if len(shape) != event_dims + 1:
+    if len(shape) < event_dims:
         raise ValueError(
-            f"kl_divergence: the parameters broadcast to {tuple(shape)}, which is not one batch "
-            f"dimension followed by {event_dims} event dimensions"
+            f"kl_divergence: the parameters broadcast to {tuple(shape)}, fewer than the {event_dims} event dimensions"
         )
-    mu, logvar = mu.expand(shape), logvar.expand(shape)
-    return _kl(mu, logvar, _as_prior(prior_mu, shape), _as_prior(prior_logvar, shape)).to(mu.dtype)
+    batch, event = shape[: len(shape) - event_dims], shape[len(shape) - event_dims :]
+    rows = (-1, *event)
+    mu, logvar = mu.expand(shape).reshape(rows), logvar.expand(shape).reshape(rows)
+    prior = (_as_prior(p, shape, event_dims, mu.device) for p in (prior_mu, prior_logvar))
+    return gaussian_kl(mu, logvar, *prior, reduction="none").view(batch)
 
 
 def _normal_logvar(normal):
@@ -248,7 +241,7 @@ def _normal_logvar(normal):
 def _independent_normal(q, event_dims):
     if not isinstance(q.base_dist, Normal):
         raise NotImplementedError(f"kl_divergence(DiagonalGaussian, Independent({type(q.base_dist).__name__}))")
-    if q.reinterpreted_batch_ndims != event_dims or len(q.batch_shape) > 1:
+    if q.reinterpreted_batch_ndims != event_dims:
         raise ValueError(
             f"kl_divergence: Independent(Normal) with batch_shape {tuple(q.batch_shape)} and event_shape "
             f"{tuple(q.event_shape)} does not match a DiagonalGaussian with {event_dims} event dims"
@@ -256,9 +249,17 @@ def _independent_normal(q, event_dims):
     return q.base_dist
 
 
-def _log_scale_prior(normal, shape, dtype):
+def _compact(t):
+    """t broadcastable to its shape with its stride-0 (expanded) dims kept at size 1, so
+    elementwise math on it runs once per distinct value."""
+    if t.numel() == 1:
+        return t.reshape(())
+    return t[tuple(slice(0, 1) if s == 0 and n > 1 else slice(None) for s, n in zip(t.stride(), t.shape))]
+
+
+def _log_scale_prior(normal, dtype):
     # In the posterior's dtype: Normal(0.0, 1.0) holds float32 scalars.
-    return 2.0 * torch.log(_as_prior(normal.scale, shape).to(dtype))
+    return 2.0 * torch.log(_compact(normal.scale).to(dtype))
 
 
 @register_kl(DiagonalGaussian, DiagonalGaussian)
@@ -271,24 +272,24 @@ def _kl_diagonal_diagonal(p, q):
 def _kl_to_normal(p, normal):
     event_dims = len(p.event_shape)
     shape = _broadcast_shape(p.mu.shape, normal.loc.shape)
-    if len(shape) != event_dims + 1:
+    if shape[len(shape) - event_dims :] != p.event_shape:
         raise ValueError(
             f"kl_divergence: a Normal of batch_shape {tuple(normal.batch_shape)} does not broadcast to the "
-            f"DiagonalGaussian's [batch, *event] = {tuple(p.mu.shape)}"
+            f"DiagonalGaussian's event shape {tuple(p.event_shape)}"
         )
-    return _fused_kl(p.mu, p.logvar, normal.loc, _log_scale_prior(normal, shape, p.mu.dtype), event_dims)
+    return _fused_kl(p.mu, p.logvar, normal.loc, _log_scale_prior(normal, p.mu.dtype), event_dims)
 
 
 @register_kl(DiagonalGaussian, Independent)
 def _kl_diagonal_independent(p, q):
-    """KL to Independent(Normal) whose event_shape is p's and batch_shape () or broadcastable to p's."""
+    """KL to Independent(Normal) with p's event dims, its batch_shape broadcast with p's."""
     return _kl_to_normal(p, _independent_normal(q, len(p.event_shape)))
 
 
 @register_kl(DiagonalGaussian, Normal)
 def _kl_diagonal_normal(p, q):
     """KL to a factorized Normal read as the distribution of p's event: q's batch_shape must
-    broadcast to p's [batch, *event] (a scalar Normal(0, 1) is the standard prior)."""
+    broadcast to p's [*batch, *event] (a scalar Normal(0, 1) is the standard prior)."""
     return _kl_to_normal(p, q)
 
 
@@ -307,9 +308,12 @@ class DiagonalGaussianDistribution:
 
     The same constructor, attributes and methods with the same values and gradients, the
     logvar clamp to [-30, 20] included. Differences: ``std``, ``var`` and the clamped
-    ``logvar`` are computed when first read instead of in the constructor; ``sample`` draws ε
-    in the kernel from a seed taken from ``generator`` (the same distribution, other values
-    than diffusers' ``randn_tensor`` for the same generator); ``kl`` of 4-d latents runs the
+    ``logvar`` are computed when first read instead of in the constructor (a value read under
+    ``no_grad`` or ``inference_mode`` is not reused with grad enabled); ``sample`` draws ε in
+    the kernel from a seed taken from ``generator`` (the same distribution, other values than
+    diffusers' ``randn_tensor`` for the same generator, in the logical order whatever the
+    layout); ``kl`` and ``nll`` are in the compute dtype (float32 for half types, where
+    diffusers rounds to the parameters' dtype and can overflow); ``kl`` of 4-d latents runs the
     fused KL (the per-sample sum diffusers takes over dims [1, 2, 3]); other shapes, a
     deterministic ``other`` and ``nll`` use diffusers' own formulas.
     """
@@ -318,47 +322,59 @@ class DiagonalGaussianDistribution:
         self.parameters = parameters
         self.mean, self._raw_logvar = torch.chunk(parameters, 2, dim=1)
         self.deterministic = deterministic
-        self._logvar = self._std = self._var = None
+        # name -> (value, whether it may be reused with grad enabled: made so, or assigned)
+        self._lazy = {}
 
     @classmethod
     def from_posterior(cls, posterior):
         """The fused posterior of another one (``vae.encode(x).latent_dist`` of diffusers)."""
         return cls(posterior.parameters, posterior.deterministic)
 
-    # logvar, std and var are computed on first read (diffusers computes all three in the
-    # constructor) and assignable like diffusers' attributes. Plain properties, not
+    def _get(self, name, compute):
+        """The lazy attribute ``name``, reused when it was assigned or made with grad enabled,
+        or when grad is disabled now; else computed afresh. A tensor made under ``no_grad``
+        carries no graph (one made under ``inference_mode`` cannot even be saved for
+        backward): reusing it with grad enabled would cut the gradient. (The grad mode alone
+        decides, as Dynamo cannot trace ``torch.is_inference_mode_enabled()``.)"""
+        grad = torch.is_grad_enabled()
+        entry = self._lazy.get(name)
+        if entry is not None and (entry[1] or not grad):
+            return entry[0]
+        value = compute()
+        self._lazy[name] = (value, grad)
+        return value
+
+    # logvar, std and var are assignable like diffusers' attributes. Plain properties, not
     # functools.cached_property: its lock (Python < 3.12) breaks torch.compile(fullgraph=True).
     @property
     def logvar(self) -> torch.Tensor:
-        if self._logvar is None:
-            # A copy, as in diffusers: its gradient is zero outside [-30, 20] and the fused ops
-            # read it (docs/distributions.md measures what it costs).
-            self._logvar = torch.clamp(self._raw_logvar, LOGVAR_MIN, LOGVAR_MAX)
-        return self._logvar
+        return self._get("logvar", self._clamped_logvar)
 
     @logvar.setter
     def logvar(self, value):
-        self._logvar = value
+        self._lazy["logvar"] = (value, True)
 
     @property
     def std(self) -> torch.Tensor:
-        if self._std is None:
-            self._std = self._zeros() if self.deterministic else torch.exp(0.5 * self.logvar)
-        return self._std
+        return self._get("std", lambda: self._zeros() if self.deterministic else torch.exp(0.5 * self.logvar))
 
     @std.setter
     def std(self, value):
-        self._std = value
+        self._lazy["std"] = (value, True)
 
     @property
     def var(self) -> torch.Tensor:
-        if self._var is None:
-            self._var = self._zeros() if self.deterministic else torch.exp(self.logvar)
-        return self._var
+        return self._get("var", lambda: self._zeros() if self.deterministic else torch.exp(self.logvar))
 
     @var.setter
     def var(self, value):
-        self._var = value
+        self._lazy["var"] = (value, True)
+
+    def _clamped_logvar(self):
+        # A copy, as in diffusers: its gradient is zero outside [-30, 20]. Written in the
+        # logical (contiguous) order, so the ops read it in place for any layout of
+        # parameters (docs/distributions.md measures what it costs).
+        return torch.clamp(self._raw_logvar, LOGVAR_MIN, LOGVAR_MAX).contiguous()
 
     def _zeros(self):
         return torch.zeros_like(self.mean, device=self.parameters.device, dtype=self.parameters.dtype)
@@ -379,7 +395,8 @@ class DiagonalGaussianDistribution:
         return _sample(self.mean, self.logvar, generator)
 
     def kl(self, other=None) -> torch.Tensor:
-        """KL(self || other), other = N(0, I) when None, summed over dims [1, 2, 3]."""
+        """KL(self || other), other = N(0, I) when None, summed over dims [1, 2, 3], in the
+        compute dtype."""
         if self.deterministic:
             return torch.Tensor([0.0])
         fused = self.mean.dim() == 4 and (
@@ -388,21 +405,28 @@ class DiagonalGaussianDistribution:
         if not fused:
             return self._eager_kl(other)
         prior = (None, None) if other is None else (other.mean, other.logvar)
-        return _kl(self.mean, self.logvar, *prior).to(self.mean.dtype)
+        return _kl(self.mean, self.logvar, *prior)
 
     def _eager_kl(self, other):
-        # diffusers' formulas, for the shapes and cases the fused op does not take.
+        # diffusers' formulas, for the shapes and cases the fused op does not take, in the
+        # compute dtype (var = exp(logvar) there: float16 cannot hold e^20).
+        mean, logvar = to_compute(self.mean), to_compute(self.logvar)
         if other is None:
-            return 0.5 * torch.sum(torch.pow(self.mean, 2) + self.var - 1.0 - self.logvar, dim=[1, 2, 3])
+            return 0.5 * torch.sum(torch.pow(mean, 2) + torch.exp(logvar) - 1.0 - logvar, dim=[1, 2, 3])
+        other_mean, other_logvar = to_compute(other.mean), to_compute(other.logvar)
+        other_var = to_compute(other.var)
         return 0.5 * torch.sum(
-            torch.pow(self.mean - other.mean, 2) / other.var + self.var / other.var - 1.0 - self.logvar + other.logvar,
+            torch.pow(mean - other_mean, 2) / other_var + torch.exp(logvar) / other_var - 1.0 - logvar + other_logvar,
             dim=[1, 2, 3],
         )
 
     def nll(self, sample: torch.Tensor, dims=(1, 2, 3)) -> torch.Tensor:
+        """diffusers' negative log-likelihood of ``sample``, in the compute dtype."""
         if self.deterministic:
             return torch.Tensor([0.0])
-        return 0.5 * torch.sum(LOG_2PI + self.logvar + torch.pow(sample - self.mean, 2) / self.var, dim=list(dims))
+        logvar = to_compute(self.logvar)
+        d = to_compute(sample) - to_compute(self.mean)
+        return 0.5 * torch.sum(LOG_2PI + logvar + torch.pow(d, 2) / torch.exp(logvar), dim=list(dims))
 
     def mode(self) -> torch.Tensor:
         return self.mean
