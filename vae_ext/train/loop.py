@@ -85,7 +85,13 @@ class Trainer:
             range(train_images.shape[0]), num_replicas=procs.world_size, rank=procs.rank, seed=args.seed
         )
         self.steps_per_epoch = math.ceil(len(self.sampler) / args.batch_size)
-        self.schedule = make_beta_schedule(args.warmup, args.beta, self.steps_per_epoch * args.epochs)
+        total_steps = self.steps_per_epoch * args.epochs
+        try:
+            self.schedule = make_beta_schedule(args.warmup, args.beta, total_steps)
+        except ValueError as error:
+            raise ValueError(
+                f"--warmup {args.warmup}: {error} (--epochs {args.epochs} × {self.steps_per_epoch} steps per epoch)"
+            ) from error
         self.generator = torch.Generator(procs.device).manual_seed(args.seed * 65536 + procs.rank)
         self.step = 0
         self.steps = {"loss": [], "recon": [], "kl": [], "beta": []}  # per optimizer step, this process
