@@ -27,11 +27,14 @@ def _load_npy(path):
     except ImportError as error:
         raise ValueError(f"{path}: reading .npy files needs numpy (pip install numpy)") from error
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
         array = np.load(path, allow_pickle=False)
-    except ValueError as error:  # numpy says so for a pickled object array or a broken header
-        raise ValueError(f"{path}: not a .npy array of numbers ({_first_line(error)})") from error
     except (OSError, EOFError) as error:
         raise ValueError(f"{path}: cannot read it as a .npy file ({_first_line(error)})") from error
+    except ValueError as error:  # numpy's words for a pickle or a broken header (pickles stay refused)
+        what = "holds pickled objects, not an array of numbers" if magic == b"\x93NUMPY" else "not a .npy file"
+        raise ValueError(f"{path}: {what}") from error
     if not isinstance(array, np.ndarray):  # np.load reads .npz archives too
         raise ValueError(f"{path}: expected one array, got {type(array).__name__} (a .npz archive?)")
     if array.dtype.kind not in "biuf":

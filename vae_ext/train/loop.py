@@ -120,14 +120,7 @@ class Trainer:
         progress.start_epoch(self.epoch, len(batches), done=self.batch)
         for idx in batches[self.batch :]:
             x = self.train_images[idx.to(self.train_images.device)].to(self.procs.device, non_blocking=True)
-            skipped = self.train_step(x)
-            part = batch_parts(self._last_out, self.is_vae)
-            self._last_out = None
-            self.epoch_parts.append(part)
-            self.epoch_skipped.append(skipped)
-            self.epoch_sums += part * x.shape[0]
-            self.epoch_count += x.shape[0]
-            self.batch += 1
+            part = self.train_batch(x)
             progress.step(lambda part=part: float(part[0]))  # read (a device sync) only when shown
             if self.check_every_step:
                 self.check_finite()
@@ -143,6 +136,18 @@ class Trainer:
         self.epoch += 1
         self._reset_epoch()
         return self.procs.all_sum(sums)
+
+    def train_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """One step on batch ``x``, added to the epoch in progress; its [loss, recon, kl] (on the device)."""
+        skipped = self.train_step(x)
+        part = batch_parts(self._last_out, self.is_vae)
+        self._last_out = None
+        self.epoch_parts.append(part)
+        self.epoch_skipped.append(skipped)
+        self.epoch_sums += part * x.shape[0]
+        self.epoch_count += x.shape[0]
+        self.batch += 1
+        return part
 
     def train_step(self, x: torch.Tensor) -> bool:
         """One optimizer step; True when the fp16 gradient scaler skipped it (inf / NaN gradients)."""
