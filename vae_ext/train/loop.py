@@ -122,9 +122,7 @@ class Trainer:
             x = self.train_images[idx.to(self.train_images.device)].to(self.procs.device, non_blocking=True)
             part = self.train_batch(x)
             progress.step(lambda part=part: float(part[0]))  # read (a device sync) only when shown
-            if self.check_every_step:
-                self.check_finite()
-            if self.batch < len(batches) and self.stop_agreed():
+            if self._stop_after_step(last=self.batch == len(batches)):
                 progress.end_epoch()
                 return None
         progress.end_epoch()
@@ -171,9 +169,31 @@ class Trainer:
             return self.compiled(x)
         return self.model(x, generator=self.generator) if self.is_vae else self.model(x)
 
+    def _stop_after_step(self, last: bool) -> bool:
+        """After each step: Divergence for a non-finite loss (where it is checked: see
+        check_every_step), else whether to stop here for a signal (never after the last step of
+        the epoch: the epoch then ends and is saved as usual). Under DDP both facts are one
+        reduced flag, so every process takes the same decision at the same step."""
+        signum = self.stop.signum if self.stop is not None else 0
+        if not self.check_every_step and not self.procs.distributed:  # one CUDA process: no sync
+            return bool(signum) and not last
+        if not self.check_every_step and self.batch % CUDA_STOP_CHECK_EVERY:  # DDP on CUDA, between checks
+            return False
+        signum = self._agree(self._scan(), signum)
+        return bool(signum) and not last
+
     def check_finite(self) -> None:
         """Divergence for the first step of this epoch (not yet checked) whose loss is not finite,
-        unless the fp16 gradient scaler skipped it. Under DDP every rank learns of it."""
+        unless the fp16 gradient scaler skipped it. Under DDP every process learns of it."""
+        self._agree(self._scan(), 0)
+
+    def stop_agreed(self) -> bool:
+        """Whether a stop was asked for (a signal to any process), the same answer everywhere."""
+        return bool(self._agree(None, self.stop.signum if self.stop is not None else 0))
+
+    def _scan(self) -> tuple[int, str] | None:
+        """(index in the epoch, term) of the first new step whose loss is not finite and that the
+        fp16 scaler did not skip (or that makes FP16_SKIP_LIMIT skips in a row); None if none."""
         found = None
         if self.checked < len(self.epoch_parts):
             rows = torch.stack(self.epoch_parts[self.checked :]).tolist()  # a sync; callers choose when
@@ -188,38 +208,29 @@ class Trainer:
                     found = (index, term)
                     break
             self.checked = len(self.epoch_parts)
+        return found
+
+    def _agree(self, found: tuple[int, str] | None, signum: int) -> int:
+        """Raises Divergence when any process found one; else the stop signal any process got
+        (0: none). One all-reduce under DDP: [signal, term code, -(first bad index)], whose
+        maximum over the processes is a signal, a term and the earliest bad step."""
         if self.procs.distributed:
-            self._agree_on_divergence(found)
-        elif found is not None:
+            code = 0 if found is None else 1 + TERMS.index(found[1])
+            index = found[0] if found is not None else 2**40
+            flag = torch.tensor([signum, code, -index], dtype=torch.float64, device=self.procs.device)
+            signum, code, negative_index = (int(v) for v in self.procs.all_max(flag).tolist())
+            found = None if code == 0 else (-negative_index, TERMS[code - 1])
+            if signum and self.stop is not None:
+                self.stop.signum = self.stop.signum or signum
+        if found is not None:
             raise self._divergence(*found)
+        return signum
 
     def _divergence(self, index: int, term: str) -> Divergence:
         first_step = self.step - len(self.epoch_parts)  # the run's step count before this epoch's
         divergence = Divergence(self.epoch + 1, index + 1, term)
         divergence.run_step = first_step + index + 1
         return divergence
-
-    def _agree_on_divergence(self, found) -> None:
-        # [term code, -(first bad step)]: the max over ranks is the earliest bad step found.
-        code = 0 if found is None else 1 + TERMS.index(found[1])
-        flag = torch.tensor([code, -(found[0] if found else 2**40)], dtype=torch.float64, device=self.procs.device)
-        code, negative_index = self.procs.all_max(flag).tolist()
-        if code:
-            raise self._divergence(int(-negative_index), TERMS[int(code) - 1])
-
-    def stop_agreed(self) -> bool:
-        """True when a stop was asked for (a signal, in any process): every process answers the
-        same at the same step (a reduced flag), so all of them stop there."""
-        signum = self.stop.signum if self.stop is not None else 0
-        if not self.procs.distributed:
-            return bool(signum)
-        if not self.check_every_step and self.batch % CUDA_STOP_CHECK_EVERY:
-            return False
-        flag = torch.tensor([signum], dtype=torch.float64, device=self.procs.device)
-        agreed = int(self.procs.all_max(flag).item())
-        if agreed and self.stop is not None:
-            self.stop.signum = self.stop.signum or agreed
-        return bool(agreed)
 
     @torch.no_grad()
     def evaluate(self, test_images: torch.Tensor) -> torch.Tensor:
