@@ -42,6 +42,7 @@ TINY = ["--limit", "96", "--size", "8", "--hidden", "16", "--latent-dim", "3", "
         ("--iwae-k", "-1", "must be >= 0"),
         ("--iwae-samples", "0", "must be >= 1"),
         ("--progress-every", "-1", "must be >= 0"),
+        ("--device", "gpu0", "not a device: 'gpu0'"),
     ],
 )
 def test_every_bad_option_value_is_an_argparse_error(option, value, says, capsys):

@@ -7,6 +7,8 @@ import math
 import os
 import sys
 
+import torch
+
 from ..losses import AE_LOSSES, LIKELIHOODS
 from ..schedules import WARMUPS
 from .amp import AMP_DTYPES
@@ -56,6 +58,16 @@ def widths(text: str) -> list[int]:
     return values
 
 
+def device(text: str) -> str:
+    """--device: auto, or what torch.device accepts (cpu, cuda, cuda:N, ...)."""
+    if text != "auto":
+        try:
+            torch.device(text)
+        except (RuntimeError, ValueError):
+            raise argparse.ArgumentTypeError(f"not a device: {text!r} (auto, cpu, cuda or cuda:N)") from None
+    return text
+
+
 positive_int = _int_at_least(1)
 positive = _float_where(lambda v: v > 0, "> 0")
 non_negative = _float_where(lambda v: v >= 0, ">= 0")
@@ -100,7 +112,7 @@ def build_parser(prog: str = "python -m vae_ext train") -> argparse.ArgumentPars
     p.add_argument("--epochs", type=positive_int, default=20, help="passes over the training set")
     p.add_argument("--batch-size", type=positive_int, default=64, help="per process")
     p.add_argument("--lr", type=positive, default=1e-3, help="Adam learning rate")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    p.add_argument("--device", type=device, default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (None: torch's choice)")
     p.add_argument("--amp", choices=tuple(AMP_DTYPES), default="none", help="autocast dtype")
     p.add_argument(
@@ -179,5 +191,8 @@ def main(argv=None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before training set its handlers up: nothing to save yet
+        print("stopped by SIGINT before training started: nothing saved", file=sys.stderr)
+        return 130
     finally:
         procs.close()

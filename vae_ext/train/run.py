@@ -159,7 +159,10 @@ def _run(args, procs, checkpoint, stop) -> int:
         trainer.load_state(checkpoint)
         if procs.is_main:
             state.write_metrics(checkpoint, None)  # repairs a kill between the checkpoint and metrics.json
-        _log(args, procs, f"resuming {state.out_dir} at epoch {trainer.epoch + 1}, step {trainer.batch}")
+        if trainer.epoch < args.epochs:
+            _log(args, procs, f"resuming {state.out_dir} at epoch {trainer.epoch + 1}, step {trainer.batch}")
+        else:
+            _log(args, procs, f"{state.out_dir}: training is complete; writing the final metrics and figures")
     _log(args, procs, _describe(args, procs, train_set, test_set, unwrap(model)))
     progress = Progress(procs.is_main and not args.quiet, args.epochs, args.progress_every)
     while trainer.epoch < args.epochs:
