@@ -184,6 +184,11 @@ def test_resume_takes_the_runs_options_and_refuses_other_values(tmp_path, capsys
         assert err.startswith(f"error: {option} {value} differs from the run's ") and option + " off" in err
     assert train.main(["--out", str(out), "--resume", "--compile"]) == 2
     assert "--compile True differs from the run's False" in capsys.readouterr().err
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    torch.save({**state, "world_size": 2}, out / "checkpoint.pt")
+    assert train.main(["--out", str(out), "--resume"]) == 2
+    assert "the run had 2 process(es), this one has 1" in capsys.readouterr().err
+    (out / "checkpoint.pt").write_bytes(saved)
     # Without --resume an existing run is not overwritten.
     assert train.main([*OPTIONS, "--quiet", "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -257,3 +262,19 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert atomic.temporaries(path) == [str(leftover)]
     atomic.remove_temporaries(path)
     assert not leftover.exists() and path.read_text() == "old"
+
+
+def test_a_checkpoint_of_the_first_format_still_loads_but_cannot_be_resumed(tmp_path, capsys):
+    args = train.parse_args(OPTIONS)
+    config = train.model_config(args, (1, 8, 8))
+    model = train.build_model(config)
+    out = tmp_path / "old"
+    out.mkdir()
+    old = {"format": "vae_ext.train/1", "config": config, "model": model.state_dict(), "epochs": 3, "args": {}}
+    torch.save(old, out / "checkpoint.pt")
+    loaded, state = train.load_checkpoint(out / "checkpoint.pt")
+    assert state["epochs"] == 3
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+    assert train.main(["--out", str(out), "--resume"]) == 2
+    assert "saved no run state (format 1): it cannot be resumed" in capsys.readouterr().err

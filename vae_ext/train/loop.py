@@ -81,6 +81,8 @@ class Trainer:
         self.amp_dtype = AMP_DTYPES[args.amp]
         self.scaler = torch.amp.GradScaler(procs.device.type, enabled=self.amp_dtype == torch.float16)
         self.train_images = train_images
+        # The data order is a function of (--seed, epoch): the sampler seeds its generator with
+        # seed + epoch in set_epoch, so the epoch counter is all a resumed run needs of it.
         self.sampler = DistributedSampler(
             range(train_images.shape[0]), num_replicas=procs.world_size, rank=procs.rank, seed=args.seed
         )
@@ -96,6 +98,7 @@ class Trainer:
         self.step = 0
         self.steps = {"loss": [], "recon": [], "kl": [], "beta": []}  # per optimizer step, this process
         self.epoch = 0
+        self.skips_in_a_row = 0  # fp16: steps skipped for a non-finite loss, the latest ones
         self._reset_epoch()
         # The CPU checks every step for free; CUDA only where it already waits for the device.
         self.check_every_step = procs.device.type == "cpu" or self.scaler.is_enabled()
@@ -108,7 +111,6 @@ class Trainer:
         self.epoch_betas: list[float] = []
         self.epoch_skipped: list[bool] = []  # fp16: the steps the gradient scaler skipped
         self.checked = 0  # epoch_parts[:checked] are known finite (or skipped)
-        self.skips_in_a_row = 0
 
     def train_epoch(self, progress) -> torch.Tensor | None:
         """Trains on the rest of epoch ``self.epoch``: its [loss, recon, kl, n] sums added up over
