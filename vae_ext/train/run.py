@@ -59,7 +59,7 @@ class Run:
 
     def __init__(self, args, procs, checkpoint=None):
         self.args, self.procs = args, procs
-        self.out_dir = args.out or default_out_dir()
+        self.out_dir = args.out
         self.checkpoint_path = os.path.join(self.out_dir, CHECKPOINT_NAME)
         self.metrics_path = os.path.join(self.out_dir, METRICS_NAME)
         self.started = time.perf_counter()
@@ -109,6 +109,8 @@ class Run:
 
 
 def run(args, procs, checkpoint=None) -> int:
+    if args.out is None:  # the folder is part of the run's record (and of how to resume it)
+        args.out = default_out_dir()
     with StopRequests() as stop:
         try:
             return _run(args, procs, checkpoint, stop)
@@ -119,8 +121,7 @@ def run(args, procs, checkpoint=None) -> int:
 
 
 def _report_divergence(args, divergence: Divergence) -> None:
-    out_dir = args.out or "the output folder"
-    kept = os.path.join(out_dir, CHECKPOINT_NAME)
+    kept = os.path.join(args.out, CHECKPOINT_NAME)
     kept = f"{kept} keeps the last good state" if os.path.exists(kept) else "no checkpoint was written before it"
     print(
         f"error: training diverged: {divergence} (step {divergence.run_step} of the run); {kept}; "
