@@ -14,7 +14,7 @@ def exit_code(signum: int) -> int:
     return 128 + int(signum)
 
 
-class Divergence(Exception):  # noqa: N818 (it names what happened, as StopIteration does)
+class Divergence(Exception):
     """A training loss term became non-finite at (1-based) ``epoch`` and ``step``."""
 
     def __init__(self, epoch: int, step: int, term: str):
