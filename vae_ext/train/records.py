@@ -30,7 +30,7 @@ def epoch_line(record: dict, epochs: int, is_vae: bool) -> str:
 def metrics(checkpoint: dict, final: dict | None, build_info: dict, wall_seconds: float | None = None) -> dict:
     """metrics.json's content, all of it from the checkpoint but ``final`` (None until the last
     epoch is done and evaluated) and the timings of this process."""
-    steps = checkpoint["steps"]
+    steps = {key: values.tolist() for key, values in checkpoint["steps"].items()}
     return {
         "config": checkpoint["config"],
         "args": checkpoint["args"],
