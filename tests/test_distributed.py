@@ -125,8 +125,8 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
 # ------------------------------------------------------------------- stop and resume under DDP
 
 VAE_OPTIONS = [
-    "--limit", "70", "--size", "8", "--hidden", "16", "--latent-dim", "3", "--batch-size", "2", "--epochs", "3",
-    "--iwae-k", "0", "--seed", "4", "--threads", "1", "--device", "cpu", "--progress-every", "0",
+    "--limit", "70", "--size", "8", "--hidden", "16", "--latent-dim", "3", "--batch-size", "1", "--epochs", "3",
+    "--iwae-k", "0", "--seed", "4", "--threads", "1", "--device", "cpu", "--progress-every", "0", "--no-figures",
 ]  # fmt: skip
 
 
@@ -157,13 +157,13 @@ def _finish(processes):
 
 
 def test_sigterm_to_one_rank_stops_every_rank_at_one_step_and_resumes_exactly(tmp_path):
-    # 70 samples: 63 train (32 a rank with padding, 16 steps an epoch), 7 test.
+    # 70 samples: 63 train (32 a rank with padding, 32 steps an epoch), 7 test.
     codes, errors = _finish(_launch(tmp_path / "whole"))
     assert codes == [0, 0], errors[0][-3000:]
 
     stopped = _launch(tmp_path / "stopped")
     for line in stopped[0].stderr:  # only rank 0 shows progress
-        if line.startswith("epoch 2/3: step 2/16"):
+        if line.startswith("epoch 2/3: step 2/32"):
             break
     stopped[1].send_signal(signal.SIGTERM)  # rank 1 only: the reduced flag stops rank 0 too
     codes, errors = _finish(stopped)
@@ -173,7 +173,7 @@ def test_sigterm_to_one_rank_stops_every_rank_at_one_step_and_resumes_exactly(tm
     assert errors[0].strip().splitlines()[-1].startswith("stopped by SIGTERM at epoch 2, step ")
     assert errors[0].strip().endswith(hint)
     state = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)
-    assert state["epochs"] == 1 and 0 < state["batch"] < 16 and len(state["ranks"]) == WORLD
+    assert state["epochs"] == 1 and 0 < state["batch"] < 32 and len(state["ranks"]) == WORLD
     assert not torch.equal(state["ranks"][0]["generator"], state["ranks"][1]["generator"])
 
     codes, errors = _finish(_launch(tmp_path / "stopped", "--resume"))

@@ -21,10 +21,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tiny and quick: 86 train / 10 test 8x8 shapes, batch 2 (43 steps an epoch), a VAE whose ε and
 # β warm-up make every random state and counter matter.
 OPTIONS = [
-    "--limit", "96", "--size", "8", "--hidden", "16", "--latent-dim", "3", "--batch-size", "2", "--epochs", "5",
-    "--iwae-k", "2", "--iwae-samples", "8", "--threads", "1", "--seed", "7", "--warmup", "linear",
+    "--limit", "96", "--size", "8", "--hidden", "16", "--latent-dim", "3", "--batch-size", "2", "--epochs", "8",
+    "--iwae-k", "2", "--iwae-samples", "8", "--threads", "1", "--seed", "7", "--warmup", "linear", "--no-figures",
 ]  # fmt: skip
-EPOCHS = 5
+RESUME = ["--resume", "--quiet", "--no-figures"]
+EPOCHS = 8
 
 
 def _metrics(out):
@@ -106,7 +107,7 @@ def test_sigkill_after_epoch_two_then_resume_equals_the_uninterrupted_run(tmp_pa
     process.wait(timeout=60)
     state = _check_checkpoint(out)
     assert state is not None and 2 <= state["epochs"] < EPOCHS
-    assert train.main(["--out", str(out), "--resume", "--quiet"]) == 0
+    assert train.main(["--out", str(out), *RESUME]) == 0
     _assert_same_run(out, reference)
     assert not atomic.temporaries(out / "checkpoint.pt") and not atomic.temporaries(out / "metrics.json")
 
@@ -125,7 +126,7 @@ def test_sigterm_mid_epoch_saves_exits_and_resumes_exactly(tmp_path, reference):
     state = _check_checkpoint(out)
     assert state["epochs"] == 1 and 0 < state["batch"] < 43  # in the middle of epoch 2
     assert _metrics(out)["complete"] is False and len(_metrics(out)["epochs"]) == 1
-    assert train.main(["--out", str(out), "--resume", "--quiet"]) == 0
+    assert train.main(["--out", str(out), *RESUME]) == 0
     _assert_same_run(out, reference)
 
 
@@ -152,19 +153,26 @@ def test_sigint_stops_at_the_end_of_the_step_it_came_in(tmp_path, reference, mon
     state = _check_checkpoint(out)
     assert (state["epochs"], state["batch"], state["step"]) == (2, 5, 2 * 43 + 5)
     monkeypatch.undo()
-    assert train.main(["--out", str(out), "--resume", "--quiet"]) == 0
+    assert train.main(["--out", str(out), *RESUME]) == 0
     _assert_same_run(out, reference)
 
 
 def test_sigkill_at_random_moments_leaves_a_checkpoint_to_resume_from(tmp_path, reference):
+    """Two kills at random moments, each resumed; before each kill the run is also frozen
+    (SIGSTOP) at two earlier random moments and its files checked: what a SIGKILL there would leave."""
     rng = random.Random(20)
     out = tmp_path / "run"
-    for _ in range(3):
+    for _ in range(2):
         process = _start(out, *(["--resume"] if (out / "checkpoint.pt").exists() else []))
         _wait_for_line(process.stdout, "VAE (mlp", process)  # set up: training starts now
-        time.sleep(rng.uniform(0.0, 0.6))
+        for _ in range(2):
+            time.sleep(rng.uniform(0.0, 0.1))
+            process.send_signal(signal.SIGSTOP)
+            _check_checkpoint(out)
+            process.send_signal(signal.SIGCONT)
+        time.sleep(rng.uniform(0.0, 0.1))
         process.kill()
-        process.wait(timeout=60)
+        assert process.wait(timeout=60) == -signal.SIGKILL  # killed while it ran, not after it ended
         _check_checkpoint(out)
     resume = ["--resume"] if (out / "checkpoint.pt").exists() else []
     assert train.main([*OPTIONS, "--out", str(out), "--quiet", *resume]) == 0
@@ -200,7 +208,7 @@ def test_epochs_may_grow_only_when_nothing_depends_on_the_total(tmp_path, capsys
     constant = [*OPTIONS, "--warmup", "none", "--iwae-k", "0", "--quiet"]
     longer, shorter = tmp_path / "longer", tmp_path / "straight"
     assert train.main([*constant, "--epochs", "1", "--out", str(longer)]) == 0
-    assert train.main(["--out", str(longer), "--resume", "--epochs", "2", "--quiet"]) == 0
+    assert train.main(["--out", str(longer), *RESUME, "--epochs", "2"]) == 0
     assert train.main([*constant, "--epochs", "2", "--out", str(shorter)]) == 0
     assert _numbers(longer)["epochs"] == _numbers(shorter)["epochs"]
     assert _numbers(longer)["steps"] == _numbers(shorter)["steps"]
@@ -220,11 +228,12 @@ def test_resume_of_a_finished_run_repairs_metrics_json(tmp_path, capsys):
     assert train.main([*OPTIONS, "--epochs", "1", "--iwae-k", "0", "--quiet", "--out", str(out)]) == 0
     before = _metrics(out)
     (out / "metrics.json").write_text('{"epochs": [')  # as a broken copy would be
-    assert train.main(["--out", str(out), "--resume", "--quiet"]) == 0
+    assert train.main(["--out", str(out), *RESUME]) == 0
     after = _metrics(out)
     for key in ("epochs", "step_losses", "step_beta", "final", "config", "data"):
         assert after[key] == before[key], key
     assert after["complete"] is True
+    assert not list(out.glob("*.png"))  # --no-figures
 
 
 def test_resume_refuses_what_is_not_a_checkpoint(tmp_path, capsys):

@@ -136,6 +136,12 @@ def build_parser(prog: str = "python -m vae_ext train") -> argparse.ArgumentPars
         action="store_true",
         help="continue the run in --out from its checkpoint; options left off come from the checkpoint",
     )
+    p.add_argument(
+        "--figures",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write the PNG figures at the end (they need matplotlib; --no-figures skips them)",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
     p.add_argument(
         "--progress-every",

@@ -11,7 +11,7 @@ RUN_OPTIONS = (
     "compile", "seed",
 )  # fmt: skip
 # How the run shows itself: always this command line's (its defaults when left off).
-DISPLAY_OPTIONS = ("out", "resume", "quiet", "progress_every")
+DISPLAY_OPTIONS = ("out", "resume", "quiet", "progress_every", "figures")
 # Everything else (--epochs, --device, --data-dir, --iwae-k, --iwae-samples) comes from the
 # command line when given there, else from the checkpoint.
 

@@ -208,7 +208,7 @@ def _finish(state, trainer, info, stop, test_set, test_images) -> int:
     }
     state.write_metrics(checkpoint, final)
     written = [CHECKPOINT_NAME, METRICS_NAME]
-    if stop.signum:
+    if stop.signum and args.figures:
         print(
             f"stopped by {signal.Signals(stop.signum).name} before the figures: training is complete; "
             f"{state.resume_hint()} writes them",
@@ -217,7 +217,8 @@ def _finish(state, trainer, info, stop, test_set, test_images) -> int:
         )
         return exit_code(stop.signum)
     try:
-        written += write_figures(state.out_dir, args, model, trainer, state.records, test_set, test_images)
+        if args.figures:
+            written += write_figures(state.out_dir, args, model, trainer, state.records, test_set, test_images)
     except ImportError as error:  # matplotlib is optional: the run itself is complete
         print(f"note: no figures written: {error}", file=sys.stderr)
     summary = f"final: test {'-elbo' if trainer.is_vae else 'loss'} {final['test_loss']:.4f}"
