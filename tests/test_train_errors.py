@@ -133,10 +133,33 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_weights_broken_by_an_epochs_last_step_are_divergence_too(tmp_path, monkeypatch, capsys):
+    """The last step of epoch 2 has a finite loss but leaves a NaN weight: the test pass after
+    the epoch finds it, and the checkpoint stays epoch 1's."""
+    out = tmp_path / "run"
+    train_step = loop.Trainer.train_step
+
+    def breaks_a_weight(self, x):
+        skipped = train_step(self, x)
+        if self.step == 22:
+            with torch.no_grad():
+                next(self.model.parameters())[0] = float("nan")
+        return skipped
+
+    monkeypatch.setattr(loop.Trainer, "train_step", breaks_a_weight)
+    assert train.main([*TINY, "--epochs", "3", "--quiet", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "error: training diverged: the reconstruction term of the test loss is not finite after epoch 2"
+    )
+    assert "(step 22 of the run)" in err
+    assert train.load_checkpoint(out / "checkpoint.pt")[1]["epochs"] == 1
+
+
 def test_a_huge_learning_rate_diverges_in_the_first_epoch(tmp_path, capsys):
     assert train.main([*TINY, "--epochs", "2", "--lr", "1e9", "--quiet", "--out", str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: training diverged: the ") and "at epoch 1, step " in err
+    assert err.startswith("error: training diverged: the ") and ("at epoch 1, step " in err or "after epoch 1" in err)
     assert "no checkpoint was written before it" in err and not (tmp_path / "run" / "checkpoint.pt").exists()
 
 

@@ -230,9 +230,15 @@ class Trainer:
 
     def _divergence(self, index: int, term: str) -> Divergence:
         first_step = self.step - len(self.epoch_parts)  # the run's step count before this epoch's
-        divergence = Divergence(self.epoch + 1, index + 1, term)
-        divergence.run_step = first_step + index + 1
-        return divergence
+        return Divergence(self.epoch + 1, index + 1, term, first_step + index + 1)
+
+    def check_test(self, test: dict) -> None:
+        """Divergence when the test pass after the epoch just done is not finite: its last step's
+        loss was finite, but the weights that step left are not usable (the same on every rank:
+        the test sums are reduced)."""
+        term = _nonfinite_term([test["loss"], test["recon"], test["kl"]])
+        if term is not None:
+            raise Divergence(self.epoch, self.steps_per_epoch, term, self.step, after_epoch=True)
 
     @torch.no_grad()
     def evaluate(self, test_images: torch.Tensor) -> torch.Tensor:

@@ -175,6 +175,7 @@ def _run(args, procs, checkpoint, stop) -> int:
             return _stopped(state, trainer, stop.signum, "at", f"epoch {trainer.epoch + 1}, step {trainer.batch}")
         train = means(sums)
         test = means(trainer.evaluate(test_images))
+        trainer.check_test(test)
         beta = unwrap(model).beta if trainer.is_vae else 0.0
         record = records.epoch_record(trainer.epoch, train, test, beta, time.perf_counter() - epoch_start)
         state.records.append(record)

@@ -15,11 +15,17 @@ def exit_code(signum: int) -> int:
 
 
 class Divergence(Exception):
-    """A training loss term became non-finite at (1-based) ``epoch`` and ``step``."""
+    """A loss term became non-finite: the training loss at (1-based) ``epoch`` and ``step``, or
+    the test loss after ``epoch`` (``after_epoch``: the weights its last step left are broken)."""
 
-    def __init__(self, epoch: int, step: int, term: str):
-        self.epoch, self.step, self.term = epoch, step, term
-        super().__init__(f"the {term} term of the loss is not finite at epoch {epoch}, step {step}")
+    def __init__(self, epoch: int, step: int, term: str, run_step: int, after_epoch: bool = False):
+        self.epoch, self.step, self.term, self.run_step = epoch, step, term, run_step
+        where = (
+            f"the test loss is not finite after epoch {epoch}"
+            if after_epoch
+            else f"the loss is not finite at epoch {epoch}, step {step}"
+        )
+        super().__init__(f"the {term} term of {where}")
 
 
 class StopRequests:
