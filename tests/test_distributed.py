@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.skipif(
     not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo"
 )
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORLD = 2
 BATCH, D, L = 8, 12, 3
 
@@ -118,3 +120,70 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     for name, value in single_state.items():
         torch.testing.assert_close(ddp_state[name], value, rtol=1e-4, atol=1e-5, msg=name)
         assert not torch.equal(value, initial[name]), f"{name} was not trained"
+
+
+# ------------------------------------------------------------------- stop and resume under DDP
+
+VAE_OPTIONS = [
+    "--limit", "70", "--size", "8", "--hidden", "16", "--latent-dim", "3", "--batch-size", "1", "--epochs", "3",
+    "--iwae-k", "0", "--seed", "4", "--threads", "1", "--device", "cpu", "--progress-every", "0", "--no-figures",
+]  # fmt: skip
+
+
+def _launch(out, *extra):
+    """The two processes torchrun would start (same environment variables), so that a test can
+    signal one of them."""
+    port = _free_port()
+    processes = []
+    for rank in range(WORLD):
+        env = {
+            **os.environ,
+            "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "OMP_NUM_THREADS": "1",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(WORLD),
+        }
+        command = [sys.executable, "-m", "vae_ext", "train", *VAE_OPTIONS, "--out", str(out), *extra]
+        processes.append(subprocess.Popen(command, env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True))
+    return processes
+
+
+def _finish(processes):
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
+    return [code for code, _ in results], [err for _, err in results]
+
+
+def test_sigterm_to_one_rank_stops_every_rank_at_one_step_and_resumes_exactly(tmp_path):
+    # 70 samples: 63 train (32 a rank with padding, 32 steps an epoch), 7 test.
+    codes, errors = _finish(_launch(tmp_path / "whole"))
+    assert codes == [0, 0], errors[0][-3000:]
+
+    stopped = _launch(tmp_path / "stopped")
+    for line in stopped[0].stderr:  # only rank 0 shows progress
+        if line.startswith("epoch 2/3: step 2/32"):
+            break
+    stopped[1].send_signal(signal.SIGTERM)  # rank 1 only: the reduced flag stops rank 0 too
+    codes, errors = _finish(stopped)
+    assert codes == [143, 143], errors
+    assert not any("Traceback" in err for err in errors)
+    hint = f"resume with: torchrun --nproc_per_node 2 -m vae_ext train --out {tmp_path / 'stopped'} --resume"
+    assert errors[0].strip().splitlines()[-1].startswith("stopped by SIGTERM at epoch 2, step ")
+    assert errors[0].strip().endswith(hint)
+    state = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)
+    assert state["epochs"] == 1 and 0 < state["batch"] < 32 and len(state["ranks"]) == WORLD
+    assert not torch.equal(state["ranks"][0]["generator"], state["ranks"][1]["generator"])
+
+    codes, errors = _finish(_launch(tmp_path / "stopped", "--resume"))
+    assert codes == [0, 0], errors[0][-3000:]
+    whole, resumed = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("whole", "stopped"))
+    for key in ("step_losses", "step_recon", "step_kl", "step_beta", "final"):
+        assert resumed[key] == whole[key], key
+    for a, b in zip(resumed["epochs"], whole["epochs"]):
+        assert {**a, "seconds": 0} == {**b, "seconds": 0}
+    one, other = (
+        torch.load(tmp_path / run / "checkpoint.pt", weights_only=True)["model"] for run in ("whole", "stopped")
+    )
+    assert all(torch.equal(one[name], other[name]) for name in one)

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import math
+import os
 import struct
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 
 from vae_ext import train
 from vae_ext.train import dataset, downloads, files, idx, shapes, sources
+from vae_ext.train.distributed import Processes
 
 # --------------------------------------------------------------------------- built-in shapes
 
@@ -232,3 +234,79 @@ def test_training_on_mnist_uses_its_test_split(tmp_path, served_mnist, capsys):
     assert "mnist" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["data"] == {"name": "mnist", "train": 12, "test": 5}
+
+
+def test_a_download_with_a_wrong_md5_never_touches_the_verified_copy(tmp_path, served_mnist):
+    served, _ = served_mnist
+    cache = tmp_path / "cache"
+    paths = downloads.download("mnist", str(cache))
+    name = "t10k-labels-idx1-ubyte.gz"
+    good = (cache / "mnist" / name).read_bytes()
+    (served / name).write_bytes(b"other bytes")  # a mirror serving something else
+    expected = downloads.SOURCES["mnist"].md5[name]
+    assert (
+        downloads._fetch_verified_copy((served / name).as_uri(), paths[name], expected)
+        == hashlib.md5(b"other bytes").hexdigest()
+    )
+    assert (cache / "mnist" / name).read_bytes() == good
+    assert sorted(p.name for p in (cache / "mnist").iterdir()) == sorted(downloads.FILES)  # no temporary left
+
+
+def test_each_download_writes_a_temporary_file_of_its_own(tmp_path, served_mnist, monkeypatch):
+    """Two processes downloading into one cache (as torchrun's ranks did) never share a file."""
+    made = []
+    mkstemp = downloads.tempfile.mkstemp
+
+    def recording_mkstemp(*args, **kwargs):
+        fd, path = mkstemp(*args, **kwargs)
+        made.append(path)
+        return fd, path
+
+    monkeypatch.setattr(downloads.tempfile, "mkstemp", recording_mkstemp)
+    for _ in range(2):  # twice into one folder, as two ranks would
+        downloads.download("mnist", str(tmp_path / "shared"))
+        for path in (tmp_path / "shared" / "mnist").iterdir():
+            path.unlink()
+    assert len(made) == 2 * len(downloads.FILES) and len(set(made)) == len(made)
+    assert all(os.path.dirname(p) == str(tmp_path / "shared" / "mnist") and p.endswith(".part") for p in made)
+
+
+class _Rank:
+    """A process of a two-process job, the other rank's flag given (no process group needed)."""
+
+    def __init__(self, rank, other_failed=False):
+        self.rank, self.world_size, self.device = rank, 2, torch.device("cpu")
+        self.other_failed = other_failed
+
+    distributed = property(lambda self: True)
+    is_main = property(lambda self: self.rank == 0)
+
+    def all_max(self, tensor):
+        return tensor.clamp(min=float(self.other_failed))
+
+    main_first = Processes.main_first
+
+
+def test_under_torchrun_rank_zero_downloads_and_the_others_wait(tmp_path, served_mnist):
+    calls = []
+
+    def work():
+        calls.append("downloaded")
+
+    _Rank(1).main_first(work)
+    assert calls == []  # rank 1 waits (the flag is the barrier) and does not download
+    _Rank(0).main_first(work)
+    assert calls == ["downloaded"]
+    with pytest.raises(ValueError, match="rank 0 could not prepare the data"):
+        _Rank(1, other_failed=True).main_first(work)
+
+    def offline():
+        raise ValueError("offline")
+
+    with pytest.raises(ValueError, match="offline"):
+        _Rank(0).main_first(offline)
+
+    # load_data: rank 0 downloads, then every rank reads the verified cache.
+    args = train.parse_args(["--data", "mnist", "--data-dir", str(tmp_path / "cache")])
+    train_set, test_set = train.load_data(args, _Rank(0))
+    assert len(train_set) == 12 and len(test_set) == 5

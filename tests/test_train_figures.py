@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from vae_ext import plotting
+from vae_ext.tools import plotting
 from vae_ext.train import figures, progress
 
 matplotlib = pytest.importorskip("matplotlib")

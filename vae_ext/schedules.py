@@ -72,12 +72,19 @@ def make_beta_schedule(
     ramp_fraction: float = 0.5,
 ) -> ConstantBeta | LinearWarmup | CyclicalBeta:
     """The schedule the command line names: "none", "linear" (warm-up over warmup_fraction of
-    total_steps) or "cyclical" (``cycles`` cycles over total_steps)."""
+    total_steps) or "cyclical" (``cycles`` cycles over total_steps; ValueError when that leaves
+    a cycle fewer than 2 steps)."""
     total_steps = max(int(total_steps), 1)
     if kind == "none":
         return ConstantBeta(beta)
     if kind == "linear":
         return LinearWarmup(beta, max(1, round(warmup_fraction * total_steps)))
     if kind == "cyclical":
-        return CyclicalBeta(beta, max(1, total_steps // max(int(cycles), 1)), ramp_fraction)
+        cycles = max(int(cycles), 1)
+        if total_steps < 2 * cycles:  # a 1-step cycle never leaves its first step: β would be 0 throughout
+            raise ValueError(
+                f"a cyclical schedule of {cycles} cycles needs at least {2 * cycles} steps (2 per cycle), "
+                f"got total_steps={total_steps}"
+            )
+        return CyclicalBeta(beta, total_steps // cycles, ramp_fraction)
     raise ValueError(f"warmup must be one of {', '.join(map(repr, WARMUPS))}; got {kind!r}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from .. import plotting
+from ..tools import plotting
 from .cases import IMPLS, PASSES
 
 MARKERS = {"eager": "o", "compile": "s", "vae_ext": "D", "copy": "."}

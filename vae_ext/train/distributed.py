@@ -50,6 +50,33 @@ class Processes:
             dist.all_reduce(tensor)
         return tensor
 
+    def all_max(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.distributed:
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor
+
+    def gather(self, obj) -> list | None:
+        """Every process's ``obj`` as a list on rank 0 (None elsewhere); every process calls it."""
+        if not self.distributed:
+            return [obj]
+        gathered = [None] * self.world_size if self.is_main else None
+        dist.gather_object(obj, gathered, dst=0)
+        return gathered
+
+    def main_first(self, work) -> None:
+        """``work()`` on rank 0 while the others wait; a failure there (ValueError) is raised on
+        every rank, so none waits for a rank that gave up."""
+        failed = torch.zeros(1, device=self.device)
+        if self.is_main:
+            try:
+                work()
+            except ValueError:
+                failed += 1
+                self.all_max(failed)
+                raise
+        if self.all_max(failed).item() and not self.is_main:
+            raise ValueError("rank 0 could not prepare the data (its error is in rank 0's output)")
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -86,12 +87,23 @@ def md5_of(path: str) -> str:
     return digest.hexdigest()
 
 
-def _fetch(url: str, target: str) -> None:
-    partial = target + ".part"
-    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(partial, "wb") as f:
-        while block := response.read(1 << 20):
-            f.write(block)
-    os.replace(partial, target)
+def _fetch_verified_copy(url: str, target: str, expected: str) -> str | None:
+    """Downloads ``url`` into a temporary file of its own next to ``target`` and moves it onto
+    ``target`` only when its MD5 is ``expected`` (a copy there is never replaced by bad bytes);
+    the MD5 found when it is not. OSError / URLError when the download fails."""
+    fd, partial = tempfile.mkstemp(prefix=os.path.basename(target) + ".", suffix=".part", dir=os.path.dirname(target))
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, os.fdopen(fd, "wb") as f:
+            while block := response.read(1 << 20):
+                f.write(block)
+        actual = md5_of(partial)
+        if actual != expected:
+            return actual
+        os.replace(partial, target)
+        return None
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
 
 
 def fetch_verified(name: str, file_name: str, folder: str) -> str:
@@ -107,14 +119,12 @@ def fetch_verified(name: str, file_name: str, folder: str) -> str:
     failures = []
     for mirror in source.mirrors:
         try:
-            _fetch(mirror + file_name, target)
+            actual = _fetch_verified_copy(mirror + file_name, target, expected)
         except (urllib.error.URLError, OSError) as error:
             failures.append(f"{mirror}{file_name}: {getattr(error, 'reason', error)}")
             continue
-        actual = md5_of(target)
-        if actual == expected:
+        if actual is None:
             return target
-        os.remove(target)
         failures.append(f"{mirror}{file_name}: MD5 {actual}, expected {expected}")
     raise ValueError(
         f"--data {name}: cannot get {file_name} (is this machine offline?). Tried:\n  "
@@ -123,10 +133,19 @@ def fetch_verified(name: str, file_name: str, folder: str) -> str:
     )
 
 
+def _folder(name: str, cache_dir: str | None) -> str:
+    return os.path.join(cache_dir or default_cache_dir(), name)
+
+
+def download(name: str, cache_dir: str | None = None) -> dict[str, str]:
+    """Every file of data set ``name`` in the cache (downloaded when missing or damaged): their paths."""
+    folder = _folder(name, cache_dir)
+    return {file_name: fetch_verified(name, file_name, folder) for file_name in FILES}
+
+
 def load_mnist_like(name: str, cache_dir: str | None = None) -> Dataset:
     """The standard 60000 / 10000 train / test split as one Dataset with ``test`` set."""
-    folder = os.path.join(cache_dir or default_cache_dir(), name)
-    paths = {file_name: fetch_verified(name, file_name, folder) for file_name in FILES}
+    paths = download(name, cache_dir)
     images = [read_idx(paths[f]) for f in FILES[0::2]]
     labels = [read_idx(paths[f]).to(torch.int64) for f in FILES[1::2]]
     for split, x, y in zip(("train", "t10k"), images, labels):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import plotting
+from ..tools import plotting
 
 
 def _integer_locator():

@@ -31,15 +31,21 @@ class Progress:
         is_terminal = bool(getattr(self.stream, "isatty", lambda: False)())
         self.tqdm = _tqdm() if enabled and is_terminal else None
         self.bar = None
-        self.epoch = self.total = self.done = 0
+        self.epoch = self.total = self.done = self.first = 0
         self.started = self.last_shown = 0.0
 
-    def start_epoch(self, epoch: int, total: int) -> None:
-        self.epoch, self.total, self.done = epoch, total, 0
+    def start_epoch(self, epoch: int, total: int, done: int = 0) -> None:
+        """Epoch ``epoch`` (0-based) of ``total`` steps, ``done`` of them already (a resumed run)."""
+        self.epoch, self.total, self.done, self.first = epoch, total, done, done
         self.started = self.last_shown = time.monotonic()
         if self.enabled and self.tqdm is not None:
             self.bar = self.tqdm(
-                total=total, desc=f"epoch {epoch + 1}/{self.epochs}", unit="step", file=self.stream, leave=False
+                total=total,
+                initial=done,
+                desc=f"epoch {epoch + 1}/{self.epochs}",
+                unit="step",
+                file=self.stream,
+                leave=False,
             )
 
     def step(self, read_loss: Callable[[], float]) -> None:
@@ -57,7 +63,7 @@ class Progress:
             self._plain_line(read_loss(), now - self.started)
 
     def _plain_line(self, loss: float, elapsed: float) -> None:
-        rate = self.done / max(elapsed, 1e-9)
+        rate = (self.done - self.first) / max(elapsed, 1e-9)
         left = (self.total - self.done) / max(rate, 1e-9)
         print(
             f"epoch {self.epoch + 1}/{self.epochs}: step {self.done}/{self.total} "
