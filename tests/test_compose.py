@@ -181,7 +181,7 @@ def test_backward_op_without_grad_runs_the_fused_kernel():
 
 
 def kl_sum(mu, logvar):
-    return vae_ext.gaussian_kl(mu, logvar, 0.5, -0.25, reduction="sum")
+    return vae_ext.gaussian_kl(mu, logvar, prior_mu=0.5, prior_logvar=-0.25, reduction="sum")
 
 
 def autograd_grads(fn, *args):
@@ -197,11 +197,11 @@ def test_func_grad_and_vjp(ops, device):
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
     eps = leaf((3, 4), device, 3).detach()
-    out, pullback = vjp(lambda m, lv: vae_ext.reparameterize_kl(m, lv, eps), mu, logvar)
+    out, pullback = vjp(lambda m, lv: vae_ext.reparameterize_kl(m, lv, eps=eps), mu, logvar)
     cot = (torch.full_like(out[0], 0.3), torch.linspace(-1, 1, 3, dtype=F64, device=device))
     got = pullback(cot)
     m, lv = mu.clone().requires_grad_(True), logvar.clone().requires_grad_(True)
-    z, kl = vae_ext.reparameterize_kl(m, lv, eps)
+    z, kl = vae_ext.reparameterize_kl(m, lv, eps=eps)
     want = torch.autograd.grad((z, kl), (m, lv), cot)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
@@ -243,7 +243,7 @@ def test_per_sample_gradients(ops, device):
     pm = leaf((4,), device, 3, 0.5).detach()
 
     def loss(m, lv):
-        return vae_ext.gaussian_kl(m[None], lv[None], pm, 0.3, reduction="sum") * (m.sum() + 2.0)
+        return vae_ext.gaussian_kl(m[None], lv[None], prior_mu=pm, prior_logvar=0.3, reduction="sum") * (m.sum() + 2.0)
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # vmap's slow-path fallback warns
@@ -390,7 +390,7 @@ def test_no_graph_breaks_with_sampled_eps(ops):
     for fn, args in (
         (lambda m, lv: vae_ext.reparameterize(m, lv), (mu, logvar)),
         (lambda m, lv: vae_ext.reparameterize_kl(m, lv, reduction="mean"), (mu, logvar)),
-        (lambda m, lv: vae_ext.gaussian_kl(m, lv, 0.5, None), (mu, logvar)),
+        (lambda m, lv: vae_ext.gaussian_kl(m, lv, prior_mu=0.5), (mu, logvar)),
         (lambda h: latent(h), (torch.randn(6, 8),)),
         (lambda x: model(x).loss, (x,)),
     ):

@@ -76,7 +76,7 @@ def test_ddp_gradients_and_loss_match_one_process(tmp_path):
 
     model = _model()
     x, eps = _full_batch()
-    out = model(x, eps)
+    out = model(x, eps=eps)
     out.loss.backward()
     # Equal halves and a batch-mean loss: the mean of the ranks' losses is the full-batch loss,
     # and DDP's averaged gradients are the full-batch gradients, on every rank.

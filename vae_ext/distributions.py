@@ -16,6 +16,7 @@ import torch
 from torch.distributions import Distribution, Independent, Normal, constraints, register_kl
 
 from . import _ops
+from ._args import check_tensor
 from ._numerics import LOG_2PI, to_compute
 from .functional import draw_seed, gaussian_kl
 
@@ -95,8 +96,10 @@ def _kl(mu, logvar, prior_mu=None, prior_logvar=None):
     wide = mu.dim() >= 3 and mu.shape[1] >= _KL_MIN_CHANNELS
     views = _in_place_views(mu, logvar, prior_mu, prior_logvar) if wide else None
     if views is None:
-        return gaussian_kl(mu, logvar, prior_mu, prior_logvar, reduction="none")
-    return gaussian_kl(*views, reduction="none").view(mu.shape[0], -1).sum(1)
+        return gaussian_kl(mu, logvar, prior_mu=prior_mu, prior_logvar=prior_logvar, reduction="none")
+    mu_rows, logvar_rows, pm_rows, plv_rows = views
+    kl_rows = gaussian_kl(mu_rows, logvar_rows, prior_mu=pm_rows, prior_logvar=plv_rows, reduction="none")
+    return kl_rows.view(mu.shape[0], -1).sum(1)
 
 
 def _sample_n(mu, logvar, n, generator=None):
@@ -112,10 +115,7 @@ def _sum_rightmost(t, dims):
 
 
 def _check_tensor(t, name):
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    check_tensor(t, name)  # a dense tensor of a dtype the ops take (vae_ext/_args.py)
 
 
 # --------------------------------------------------------------------------- torch.distributions
@@ -146,6 +146,8 @@ class DiagonalGaussian(Distribution):
         if mu.dim() < 1:
             raise ValueError("mu must have a batch dimension (dim >= 1), got 0-d tensors")
         self.mu, self.logvar = mu, logvar
+        if mu.is_meta:  # tracing: no values to validate (the check would read one)
+            validate_args = False
         super().__init__(mu.shape[:1], mu.shape[1:], validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):

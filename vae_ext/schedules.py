@@ -12,13 +12,18 @@ Usage: ``model.beta = schedule(step)`` before each step (``VAE.beta`` / ``ELBOLo
 
 from __future__ import annotations
 
+import math
+
+from ._numerics import check_choice
 from .losses import check_non_negative
 
 WARMUPS = ("none", "linear", "cyclical")
 
 
 def _check_steps(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int, got {type(value).__name__}")
+    if value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
 
@@ -50,7 +55,9 @@ class CyclicalBeta:
     def __init__(self, beta: float = 1.0, cycle_steps: int = 1000, ramp_fraction: float = 0.5) -> None:
         self.beta = check_non_negative(beta, "beta")
         self.cycle_steps = _check_steps(cycle_steps, "cycle_steps")
-        if not 0.0 < ramp_fraction <= 1.0:
+        if isinstance(ramp_fraction, bool) or not isinstance(ramp_fraction, (int, float)):
+            raise TypeError(f"ramp_fraction must be a number, got {type(ramp_fraction).__name__}")
+        if not (math.isfinite(ramp_fraction) and 0.0 < ramp_fraction <= 1.0):
             raise ValueError(f"ramp_fraction must be in (0, 1], got {ramp_fraction}")
         self.ramp_fraction = float(ramp_fraction)
 
@@ -73,11 +80,10 @@ def make_beta_schedule(
 ) -> ConstantBeta | LinearWarmup | CyclicalBeta:
     """The schedule the command line names: "none", "linear" (warm-up over warmup_fraction of
     total_steps) or "cyclical" (``cycles`` cycles over total_steps)."""
+    check_choice(kind, WARMUPS, "warmup")
     total_steps = max(int(total_steps), 1)
     if kind == "none":
         return ConstantBeta(beta)
     if kind == "linear":
         return LinearWarmup(beta, max(1, round(warmup_fraction * total_steps)))
-    if kind == "cyclical":
-        return CyclicalBeta(beta, max(1, total_steps // max(int(cycles), 1)), ramp_fraction)
-    raise ValueError(f"warmup must be one of {', '.join(map(repr, WARMUPS))}; got {kind!r}")
+    return CyclicalBeta(beta, max(1, total_steps // max(int(cycles), 1)), ramp_fraction)
