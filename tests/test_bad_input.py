@@ -114,8 +114,17 @@ ROLES = {
     "ELBOLoss(kl)": _elbo("gaussian", kl=None),
     "ELBOLoss(prior_logvar)": _elbo("gaussian", prior_logvar=None),
     "LinearWarmup(warmup_steps)": lambda v, device, batch: vae_ext.LinearWarmup(1.0, v),
+    "CyclicalBeta(ramp_fraction)": lambda v, device, batch: vae_ext.CyclicalBeta(1.0, 10, v),
     "ConstantBeta(beta)": lambda v, device, batch: vae_ext.ConstantBeta(v),
+    "ELBOLoss(beta)": lambda v, device, batch: vae_ext.ELBOLoss(beta=v),
+    "VAE.sample(n)": lambda v, device, batch: _vae().sample(v),
+    "VAE.log_likelihood(k)": lambda v, device, batch: _vae().log_likelihood(torch.randn(2, L), k=v),
 }
+
+
+def _vae():
+    return vae_ext.VAE(torch.nn.Linear(L, 2 * L), torch.nn.Linear(L, L), latent_dim=L, likelihood="gaussian")
+
 
 T, V = TypeError, ValueError
 # The expected outcome of each kind in each kind of argument.
@@ -153,7 +162,11 @@ EXPECTED = {
     "ELBOLoss(kl)": PER_SAMPLE_KL,
     "ELBOLoss(prior_logvar)": PRIOR,
     "LinearWarmup(warmup_steps)": COUNT,
+    "CyclicalBeta(ramp_fraction)": NUMBER,
     "ConstantBeta(beta)": NUMBER,
+    "ELBOLoss(beta)": NUMBER,
+    "VAE.sample(n)": COUNT,
+    "VAE.log_likelihood(k)": COUNT,
 }
 # The argument name each error must carry.
 ARGUMENT = {role: role.split("(")[1].split(")")[0] for role in ROLES}  # "reparameterize(mu)" -> "mu"
@@ -228,3 +241,26 @@ def test_prior_of_a_non_float_dtype_names_it():
     mu, logvar = _latent("cpu", B)
     with pytest.raises(TypeError, match="prior_logvar"):
         vae_ext.gaussian_kl(mu, logvar, prior_logvar=torch.zeros(L, dtype=torch.float8_e4m3fn))
+
+
+def test_a_typed_runtime_error_becomes_its_type():
+    # Where a check can only throw std::runtime_error (torch's stable ABI), its message starts
+    # with the Python type; the functional API raises that type.
+    from vae_ext import _args
+
+    mu = torch.zeros(B, L)
+    for kind in (TypeError, ValueError):
+        with pytest.raises(kind, match=r"^gaussian_kl: prior_mu must"):
+            _args.explain(RuntimeError(f"{kind.__name__}: gaussian_kl: prior_mu must be ..."), mu, mu)
+    _args.explain(RuntimeError("CUDA error: out of memory"), mu, mu)  # returns: re-raised as it is
+
+
+def test_the_functional_api_maps_a_typed_runtime_error(monkeypatch):
+    from vae_ext import _ops
+
+    def failing(*args):
+        raise RuntimeError("ValueError: gaussian_kl: mu must have a batch dimension")
+
+    monkeypatch.setattr(_ops, "active", lambda: type("Ops", (), {"gaussian_kl": staticmethod(failing)}))
+    with pytest.raises(ValueError, match="batch dimension"):
+        vae_ext.gaussian_kl(torch.zeros(B, L), torch.zeros(B, L))

@@ -34,6 +34,24 @@ def check_choice(value, choices, name: str):
     return value
 
 
+def check_non_negative(value, name: str) -> float:
+    """A finite number >= 0 as a float, else TypeError (not a number) / ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return float(value)
+
+
+def check_count(value, name: str, minimum: int = 1) -> int:
+    """An int >= minimum, else TypeError (not an int) / ValueError (too small) naming it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
 def check_reduction(reduction: str) -> str:
     return check_choice(reduction, REDUCTIONS, "reduction")
 

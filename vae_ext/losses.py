@@ -7,7 +7,6 @@ evaluated in half precision overflows.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -18,6 +17,7 @@ from ._args import as_prior, check_tensor
 from ._numerics import (
     FLOAT_DTYPES,
     check_choice,
+    check_non_negative,
     check_reduction,
     compute_dtype,
     log_normal,
@@ -33,14 +33,6 @@ AE_LOSSES = ("mse", "l2")
 # A Bernoulli target may be binary data of any real dtype: bool and integer targets convert to
 # the compute dtype. A Gaussian target, like every other tensor argument, is floating-point.
 _BINARY_DTYPES = (*FLOAT_DTYPES, torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
-
-
-def check_non_negative(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return float(value)
 
 
 # --------------------------------------------------------------------------- likelihoods

@@ -16,7 +16,7 @@ from torch import nn
 from torch.distributions import Independent, Normal
 
 from ._args import check_tensor
-from ._numerics import check_choice, compute_dtype, log_normal, per_sample_sum
+from ._numerics import check_choice, check_count, compute_dtype, log_normal, per_sample_sum
 from .distributions import DiagonalGaussian
 from .functional import reparameterize_kl
 from .losses import AE_LOSSES, ELBOLoss, ae_reconstruction_error
@@ -239,6 +239,7 @@ class VAE(nn.Module):
 
     def sample(self, n, *, generator=None):
         """n samples from the model: the mean of p(x|z) for z drawn from the prior."""
+        check_count(n, "n", minimum=0)
         ref = self._reference_tensor()
         z = self.latent.sample_prior(n, generator=generator, device=ref.device, dtype=ref.dtype)
         return self.mean(self.decoder(z))
@@ -249,8 +250,7 @@ class VAE(nn.Module):
         log p(x) ≈ logsumexp_i [log p(x|z_i) + log p(z_i) - log q(z_i|x)] - log k, z_i ~ q(z|x);
         a lower bound that tightens as k grows (k = 1 is an unbiased ELBO estimate).
         """
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        check_count(k, "k")
         mu, logvar = self.encode(x)
         dtype = compute_dtype(mu.dtype)
         mu, logvar = mu.to(dtype), logvar.to(dtype)

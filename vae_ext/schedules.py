@@ -14,18 +14,9 @@ from __future__ import annotations
 
 import math
 
-from ._numerics import check_choice
-from .losses import check_non_negative
+from ._numerics import check_choice, check_count, check_non_negative
 
 WARMUPS = ("none", "linear", "cyclical")
-
-
-def _check_steps(value, name):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 class ConstantBeta:
@@ -42,7 +33,7 @@ class ConstantBeta:
 class LinearWarmup:
     def __init__(self, beta: float = 1.0, warmup_steps: int = 1000) -> None:
         self.beta = check_non_negative(beta, "beta")
-        self.warmup_steps = _check_steps(warmup_steps, "warmup_steps")
+        self.warmup_steps = check_count(warmup_steps, "warmup_steps")
 
     def __call__(self, step: int) -> float:
         return self.beta * min(1.0, max(step, 0) / self.warmup_steps)
@@ -54,7 +45,7 @@ class LinearWarmup:
 class CyclicalBeta:
     def __init__(self, beta: float = 1.0, cycle_steps: int = 1000, ramp_fraction: float = 0.5) -> None:
         self.beta = check_non_negative(beta, "beta")
-        self.cycle_steps = _check_steps(cycle_steps, "cycle_steps")
+        self.cycle_steps = check_count(cycle_steps, "cycle_steps")
         if isinstance(ramp_fraction, bool) or not isinstance(ramp_fraction, (int, float)):
             raise TypeError(f"ramp_fraction must be a number, got {type(ramp_fraction).__name__}")
         if not (math.isfinite(ramp_fraction) and 0.0 < ramp_fraction <= 1.0):
