@@ -40,7 +40,7 @@ def draw_seed(device: torch.device | str, generator: torch.Generator | None = No
     own_device = generator_device(generator, device)
     if generator is not None and torch.compiler.is_compiling():
         # Only under tracing, where torch._dynamo is loaded already (importing it costs seconds).
-        torch._dynamo.graph_break(_GENERATOR_UNDER_COMPILE)
+        torch._dynamo.graph_break(msg=_GENERATOR_UNDER_COMPILE)
     if own_device is not None:
         return _randint_seed(own_device, generator).to(device)
     return _randint_seed(device, generator)
