@@ -416,7 +416,8 @@ def training_step(model, lr=0.05):
 @torch._dynamo.config.patch(trace_autograd_ops=True)  # loss.backward() inside the graph
 @torch._inductor.config.patch(fallback_random=True)
 def test_fullgraph_training_step_matches_eager(ops, device):
-    """With Inductor's random ops falling back to eager's, the compiled step is the eager step."""
+    """The compiled step is the eager step (its only random op is the seed's draw, which is
+    eager's: tests/test_compiled_stream.py; fallback_random only guards other random ops)."""
     x = torch.rand(6, 1, 4, 4, device=device)
     eager_model, compiled_model = tiny_vae(device), tiny_vae(device)
     eager_step = training_step(eager_model)
@@ -433,8 +434,8 @@ def test_fullgraph_training_step_matches_eager(ops, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_compiled_stream_is_reproducible_and_its_eps_is_the_ops(ops, device):
-    """Under Inductor the seed comes from its own RNG: the same manual_seed gives the same ε on
-    every run, and that ε is the op's ε for the seed the graph drew."""
+    """Under Inductor the same manual_seed gives the same ε on every run, and that ε is the
+    op's ε for the seed the graph drew."""
 
     def fn(m, lv):
         seed = vae_ext.draw_seed(m.device)
