@@ -494,6 +494,8 @@ def test_build_info():
 def test_public_names():
     for name in ("reparameterize", "gaussian_kl", "reparameterize_kl", "build_info", "draw_seed"):
         assert callable(getattr(vae_ext, name))
+    assert all(hasattr(vae_ext, name) for name in vae_ext.__all__)
+    assert "reference" not in vae_ext.__all__  # internal (the fallback and the tests' oracle), still importable
     for name in _ops.OP_NAMES:  # the one op list (vae_ext/_ops.py): each op set has each op
         assert callable(getattr(_ops.fallback, name))
 

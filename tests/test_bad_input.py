@@ -264,3 +264,38 @@ def test_the_functional_api_maps_a_typed_runtime_error(monkeypatch):
     monkeypatch.setattr(_ops, "active", lambda: type("Ops", (), {"gaussian_kl": staticmethod(failing)}))
     with pytest.raises(ValueError, match="batch dimension"):
         vae_ext.gaussian_kl(torch.zeros(B, L), torch.zeros(B, L))
+
+
+# (call of an op set, expected type): the compiled kernels, the fallback and the fake kernels
+# (torch.compile, FakeTensorMode) raise the same type for the same bad argument.
+OP_CASES = {
+    "integer mu": (lambda o, t: o.gaussian_kl(t["mu"].int(), t["logvar"].int(), None, None), TypeError),
+    "logvar dtype": (lambda o, t: o.reparameterize(t["mu"], t["logvar"].double(), t["mu"]), TypeError),
+    "eps shape": (lambda o, t: o.reparameterize(t["mu"], t["logvar"], t["mu"][:, :2]), ValueError),
+    "prior shape": (lambda o, t: o.gaussian_kl(t["mu"], t["logvar"], t["mu"][:, :2], None), ValueError),
+    "prior dtype": (lambda o, t: o.gaussian_kl(t["mu"], t["logvar"], None, t["logvar"].half()), TypeError),
+    "seed dtype": (lambda o, t: o.reparameterize_sampled(t["mu"], t["logvar"], t["seed"].int()), TypeError),
+    "0-d mu": (lambda o, t: o.gaussian_kl(t["mu"][0, 0], t["logvar"][0, 0], None, None), ValueError),
+}
+
+
+def _op_inputs():
+    return {"mu": torch.randn(B, L), "logvar": torch.randn(B, L), "seed": torch.tensor(3)}
+
+
+@pytest.mark.parametrize("case", OP_CASES)
+def test_op_sets_and_fake_kernels_raise_the_same_type(case):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from vae_ext import _ops
+
+    call, expected = OP_CASES[case]
+    op_sets = [_ops.fallback] + ([torch.ops.vae_ext] if _ops.compiled is not None else [])
+    for ops in op_sets:
+        with pytest.raises(expected):
+            call(ops, _op_inputs())
+    if _ops.compiled is not None:
+        with FakeTensorMode() as mode:
+            fake = {k: mode.from_tensor(v) for k, v in _op_inputs().items()}
+            with pytest.raises(expected):
+                call(torch.ops.vae_ext, fake)

@@ -374,3 +374,26 @@ def test_bad_latent_dim_and_ae_loss_raise():
         model.beta = -0.1
     model.beta = 0.3
     assert model.loss_fn.beta == 0.3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"prior": ("zero", 0.0)}, "prior_mu"),
+        ({"prior": (0.0, torch.zeros(L, dtype=torch.int64))}, "prior_logvar"),
+        ({"obs_logvar": "wide", "likelihood": "gaussian"}, "obs_logvar"),
+        ({"beta": torch.tensor(1.0)}, "beta"),
+    ],
+)
+def test_vae_options_of_the_wrong_type_raise_type_error(kwargs, argument):
+    with pytest.raises(TypeError, match=argument):
+        _mlp_vae(**kwargs)
+
+
+def test_extra_reprs_show_every_option():
+    loss = vae_ext.ELBOLoss("gaussian", beta=0.5, obs_logvar=torch.zeros(3), learn_obs_logvar=True)
+    assert repr(loss) == (
+        "ELBOLoss(likelihood='gaussian', beta=0.5, free_bits=0.0, obs_logvar=tensor of shape (3,), "
+        "learn_obs_logvar=True, reduction='mean')"
+    )
+    assert "loss='l2'" in repr(vae_ext.AE(nn.Identity(), nn.Identity(), loss="l2"))

@@ -73,6 +73,10 @@ class GaussianLatent(nn.Module):
         if isinstance(prior, (tuple, list)) and len(prior) == 2:
             for name, value in zip(("prior_mu", "prior_logvar"), prior):
                 is_tensor = isinstance(value, torch.Tensor)
+                if is_tensor:
+                    check_tensor(value, name)
+                elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise TypeError(f"{name} must be a float or a floating-point tensor, got {type(value).__name__}")
                 tensor = value.detach().clone() if is_tensor else torch.tensor(float(value))
                 if tensor.numel() != 1 and tuple(tensor.shape) != self.latent_shape:
                     raise ValueError(
