@@ -7,7 +7,7 @@
   RuntimeError or a NotImplementedError, which ``explain`` turns into the TypeError naming the
   argument. A RuntimeError whose message starts with ``TypeError:`` or ``ValueError:`` (how a
   check reports its type where only std::runtime_error exists, as in torch's stable ABI)
-  becomes that type. Nothing here runs on the happy path.
+  becomes that type. It runs only when a call has failed.
 * ``as_prior``: the one scalar-to-tensor prior conversion.
 * ``generator_device``: where a seed from a user's generator is drawn.
 """
