@@ -62,7 +62,7 @@ def _worker(rank, port, out_dir):
         ddp = DistributedDataParallel(model)
         x, eps = _full_batch()
         half = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
-        out = ddp(x[half], eps[half])
+        out = ddp(x[half], eps=eps[half])
         out.loss.backward()
         grads = {name: p.grad for name, p in model.named_parameters()}
         torch.save({"loss": out.loss.detach(), "grads": grads}, os.path.join(out_dir, f"rank{rank}.pt"))
