@@ -42,7 +42,7 @@ def run_fused(mu, logvar, prior_mu=None, prior_logvar=None, seed=5):
     """Functional reparameterize_kl with a known seed; returns (z, kl, seed)."""
     generator = torch.Generator(mu.device).manual_seed(seed)
     drawn = vae_ext.draw_seed(mu.device, torch.Generator(mu.device).manual_seed(seed))
-    z, kl = vae_ext.reparameterize_kl(mu, logvar, None, prior_mu, prior_logvar, generator=generator)
+    z, kl = vae_ext.reparameterize_kl(mu, logvar, prior_mu=prior_mu, prior_logvar=prior_logvar, generator=generator)
     return z, kl, drawn
 
 
@@ -244,8 +244,8 @@ def test_integer_prior_is_a_float_prior(api_backend):
     device = api_backend.device
     mu, logvar = latent((3, 4), torch.float64, device=device)
     assert torch.equal(
-        vae_ext.gaussian_kl(mu, logvar, 1, -2, reduction="none"),
-        vae_ext.gaussian_kl(mu, logvar, 1.0, -2.0, reduction="none"),
+        vae_ext.gaussian_kl(mu, logvar, prior_mu=1, prior_logvar=-2, reduction="none"),
+        vae_ext.gaussian_kl(mu, logvar, prior_mu=1.0, prior_logvar=-2.0, reduction="none"),
     )
 
 
@@ -424,15 +424,15 @@ def functional_bad_calls(device="cpu"):
             ValueError,
             "reduction",
         ),
-        ("prior type", lambda: vae_ext.gaussian_kl(mu, logvar, "zero"), TypeError, "prior_mu"),
+        ("prior type", lambda: vae_ext.gaussian_kl(mu, logvar, prior_mu="zero"), TypeError, "prior_mu"),
         ("prior bool", lambda: vae_ext.reparameterize_kl(mu, logvar, prior_logvar=True), TypeError, "prior_logvar"),
         (
             "prior shape",
-            lambda: vae_ext.gaussian_kl(mu, logvar, torch.zeros(3, 5, device=device)),
+            lambda: vae_ext.gaussian_kl(mu, logvar, prior_mu=torch.zeros(3, 5, device=device)),
             ValueError,
             "prior_mu",
         ),
-        ("eps shape", lambda: vae_ext.reparameterize(mu, logvar, torch.zeros(4, 6, device=device)), ValueError, "eps"),
+        ("eps shape", lambda: vae_ext.reparameterize(mu, logvar, eps=mu.new_zeros(4, 6)), ValueError, "eps"),
         ("integer mu", lambda: vae_ext.reparameterize(mu.int(), logvar.int()), TypeError, "mu"),
         ("logvar device", lambda: vae_ext.reparameterize_kl(mu, logvar.to("meta")), ValueError, "logvar"),
     ]
@@ -494,6 +494,8 @@ def test_build_info():
 def test_public_names():
     for name in ("reparameterize", "gaussian_kl", "reparameterize_kl", "build_info", "draw_seed"):
         assert callable(getattr(vae_ext, name))
+    assert all(hasattr(vae_ext, name) for name in vae_ext.__all__)
+    assert "reference" not in vae_ext.__all__  # internal (the fallback and the tests' oracle), still importable
     for name in _ops.OP_NAMES:  # the one op list (vae_ext/_ops.py): each op set has each op
         assert callable(getattr(_ops.fallback, name))
 

@@ -94,7 +94,7 @@ def test_benchmark_fixture_vae_ext_fwd_bwd(benchmark):
     grad_kl = torch.randn(64, generator=generator)
 
     def fwd_bwd():
-        z, kl = vae_ext.reparameterize_kl(mu, logvar, eps)
+        z, kl = vae_ext.reparameterize_kl(mu, logvar, eps=eps)
         return torch.autograd.grad((z, kl), (mu, logvar), (grad_z, grad_kl))
 
     grad_mu, grad_logvar = benchmark(fwd_bwd)

@@ -181,7 +181,7 @@ def test_backward_op_without_grad_runs_the_fused_kernel():
 
 
 def kl_sum(mu, logvar):
-    return vae_ext.gaussian_kl(mu, logvar, 0.5, -0.25, reduction="sum")
+    return vae_ext.gaussian_kl(mu, logvar, prior_mu=0.5, prior_logvar=-0.25, reduction="sum")
 
 
 def autograd_grads(fn, *args):
@@ -197,11 +197,11 @@ def test_func_grad_and_vjp(ops, device):
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
     eps = leaf((3, 4), device, 3).detach()
-    out, pullback = vjp(lambda m, lv: vae_ext.reparameterize_kl(m, lv, eps), mu, logvar)
+    out, pullback = vjp(lambda m, lv: vae_ext.reparameterize_kl(m, lv, eps=eps), mu, logvar)
     cot = (torch.full_like(out[0], 0.3), torch.linspace(-1, 1, 3, dtype=F64, device=device))
     got = pullback(cot)
     m, lv = mu.clone().requires_grad_(True), logvar.clone().requires_grad_(True)
-    z, kl = vae_ext.reparameterize_kl(m, lv, eps)
+    z, kl = vae_ext.reparameterize_kl(m, lv, eps=eps)
     want = torch.autograd.grad((z, kl), (m, lv), cot)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
@@ -243,7 +243,7 @@ def test_per_sample_gradients(ops, device):
     pm = leaf((4,), device, 3, 0.5).detach()
 
     def loss(m, lv):
-        return vae_ext.gaussian_kl(m[None], lv[None], pm, 0.3, reduction="sum") * (m.sum() + 2.0)
+        return vae_ext.gaussian_kl(m[None], lv[None], prior_mu=pm, prior_logvar=0.3, reduction="sum") * (m.sum() + 2.0)
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # vmap's slow-path fallback warns
@@ -390,7 +390,7 @@ def test_no_graph_breaks_with_sampled_eps(ops):
     for fn, args in (
         (lambda m, lv: vae_ext.reparameterize(m, lv), (mu, logvar)),
         (lambda m, lv: vae_ext.reparameterize_kl(m, lv, reduction="mean"), (mu, logvar)),
-        (lambda m, lv: vae_ext.gaussian_kl(m, lv, 0.5, None), (mu, logvar)),
+        (lambda m, lv: vae_ext.gaussian_kl(m, lv, prior_mu=0.5), (mu, logvar)),
         (lambda h: latent(h), (torch.randn(6, 8),)),
         (lambda x: model(x).loss, (x,)),
     ):
@@ -416,7 +416,8 @@ def training_step(model, lr=0.05):
 @torch._dynamo.config.patch(trace_autograd_ops=True)  # loss.backward() inside the graph
 @torch._inductor.config.patch(fallback_random=True)
 def test_fullgraph_training_step_matches_eager(ops, device):
-    """With Inductor's random ops falling back to eager's, the compiled step is the eager step."""
+    """The compiled step is the eager step (its only random op is the seed's draw, which is
+    eager's: tests/test_compiled_stream.py; fallback_random only guards other random ops)."""
     x = torch.rand(6, 1, 4, 4, device=device)
     eager_model, compiled_model = tiny_vae(device), tiny_vae(device)
     eager_step = training_step(eager_model)
@@ -433,8 +434,8 @@ def test_fullgraph_training_step_matches_eager(ops, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_compiled_stream_is_reproducible_and_its_eps_is_the_ops(ops, device):
-    """Under Inductor the seed comes from its own RNG: the same manual_seed gives the same ε on
-    every run, and that ε is the op's ε for the seed the graph drew."""
+    """Under Inductor the same manual_seed gives the same ε on every run, and that ε is the
+    op's ε for the seed the graph drew."""
 
     def fn(m, lv):
         seed = vae_ext.draw_seed(m.device)
@@ -455,7 +456,7 @@ def test_compiled_stream_is_reproducible_and_its_eps_is_the_ops(ops, device):
 def test_user_generator_under_fullgraph_names_the_cause(ops):
     gen = torch.Generator().manual_seed(1)
     mu = torch.randn(2, 3)
-    with pytest.raises(torch._dynamo.exc.Unsupported, match="generator="):
+    with pytest.raises(torch._dynamo.exc.Unsupported, match="cannot trace a draw from a user-supplied generator"):
         torch.compile(lambda m: vae_ext.reparameterize(m, m, generator=gen), fullgraph=True)(mu)
     torch._dynamo.reset()
     compiled = torch.compile(lambda m: vae_ext.reparameterize(m, m, generator=gen))  # a graph break, same values

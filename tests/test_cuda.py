@@ -275,3 +275,25 @@ def test_more_than_2_31_rows():
         assert torch.equal(got, (reference.normals(SEED, 6, start=first) + 0.5).to(torch.float16))
     assert torch.equal(kl[-4:].cpu(), torch.full((4,), 0.125))
     assert kl.min().item() == 0.125 and kl.max().item() == 0.125
+
+
+# --------------------------------------------------------------------------- CPU scalars and generators
+
+
+def test_cpu_generator_draws_the_seed_for_cuda_latents():
+    mu, logvar = cuda(*latent((4, 6), torch.float32))
+    z = vae_ext.reparameterize(mu, logvar, generator=torch.Generator().manual_seed(5))
+    seed = vae_ext.draw_seed("cpu", torch.Generator().manual_seed(5))
+    assert torch.equal(z, OPS.reparameterize_sampled(mu, logvar, seed.to(CUDA)))
+
+
+def test_cpu_scalar_prior_beside_cuda_latents_gets_its_gradient_on_the_cpu():
+    mu, logvar = cuda(*latent((4, 6), torch.float32))
+    prior_mu = torch.tensor(0.25, requires_grad=True)
+    prior_logvar = torch.tensor(-0.5, requires_grad=True)
+    kl = vae_ext.gaussian_kl(mu, logvar, prior_mu=prior_mu, prior_logvar=prior_logvar, reduction="sum")
+    loss = vae_ext.ELBOLoss("gaussian")(mu, mu, mu, logvar, prior_mu=prior_mu, prior_logvar=prior_logvar)
+    grads = torch.autograd.grad(kl + loss, (prior_mu, prior_logvar))
+    assert all(g.device.type == "cpu" for g in grads)
+    expected = vae_ext.gaussian_kl(mu.cpu(), logvar.cpu(), prior_mu=0.25, prior_logvar=-0.5, reduction="sum")
+    torch.testing.assert_close(kl.cpu(), expected)

@@ -64,7 +64,7 @@ def _worker(rank, port, out_dir):
         ddp = DistributedDataParallel(model)
         x, eps = _full_batch()
         half = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
-        out = ddp(x[half], eps[half])
+        out = ddp(x[half], eps=eps[half])
         out.loss.backward()
         grads = {name: p.grad for name, p in model.named_parameters()}
         torch.save({"loss": out.loss.detach(), "grads": grads}, os.path.join(out_dir, f"rank{rank}.pt"))
@@ -78,7 +78,7 @@ def test_ddp_gradients_and_loss_match_one_process(tmp_path):
 
     model = _model()
     x, eps = _full_batch()
-    out = model(x, eps)
+    out = model(x, eps=eps)
     out.loss.backward()
     # Equal halves and a batch-mean loss: the mean of the ranks' losses is the full-batch loss,
     # and DDP's averaged gradients are the full-batch gradients, on every rank.

@@ -88,7 +88,9 @@ def fused_gradients(kind, source, dtype, use_z, use_kl, device):
     if seed is not None:  # the functional API draws the seed: draw the same one from an equal generator
         seed = vae_ext.draw_seed(device, torch.Generator(device).manual_seed(0))
     generator = torch.Generator(device).manual_seed(0)
-    z, kl = vae_ext.reparameterize_kl(mu, logvar, eps, prior_mu, prior_logvar, generator=generator)
+    z, kl = vae_ext.reparameterize_kl(
+        mu, logvar, eps=eps, prior_mu=prior_mu, prior_logvar=prior_logvar, generator=generator
+    )
     grad_z = grad_like(z, seed=21) if use_z else None
     grad_kl = grad_like(kl, seed=22) if use_kl else None
     loss = sum((out * g).sum() for out, g in ((z, grad_z), (kl, grad_kl)) if g is not None)
@@ -175,7 +177,7 @@ def test_fused_reduction(api_backend, reduction):
     device = api_backend.device
     mu, logvar = latent(SHAPE, torch.float64, device=device)
     eps = randn(SHAPE, torch.float64, torch.Generator().manual_seed(1), device=device)
-    z, kl = vae_ext.reparameterize_kl(mu, logvar, eps, reduction=reduction)
+    z, kl = vae_ext.reparameterize_kl(mu, logvar, eps=eps, reduction=reduction)
     per_sample = vae_ext.gaussian_kl(mu, logvar, reduction="none")
     expected = {"none": per_sample, "sum": per_sample.sum(), "mean": per_sample.mean()}[reduction]
     torch.testing.assert_close(kl, expected, rtol=1e-15, atol=0.0)

@@ -40,7 +40,7 @@ def test_kl_values(api_backend, dtype, kind, shape):
     device = api_backend.device
     mu, logvar = latent(shape, dtype, device=device)
     prior_mu, prior_logvar = make_prior(kind, shape, dtype, device=device)
-    kl = vae_ext.gaussian_kl(mu, logvar, prior_mu, prior_logvar, reduction="none")
+    kl = vae_ext.gaussian_kl(mu, logvar, prior_mu=prior_mu, prior_logvar=prior_logvar, reduction="none")
     args = (f64(mu), f64(logvar), f64(prior_mu), f64(prior_logvar))
     latent_size = math.prod(shape[1:])
     assert kl.shape == (shape[0],)
@@ -77,7 +77,7 @@ def test_kl_is_exactly_zero_when_q_equals_p(api_backend, dtype, kind):
         mu, logvar = torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device)
     else:
         mu, logvar = prior_mu.expand(shape).clone(), prior_logvar.expand(shape).clone()
-    kl = vae_ext.gaussian_kl(mu, logvar, prior_mu, prior_logvar, reduction="none")
+    kl = vae_ext.gaussian_kl(mu, logvar, prior_mu=prior_mu, prior_logvar=prior_logvar, reduction="none")
     assert torch.equal(kl, torch.zeros(shape[0], dtype=compute_dtype(dtype), device=device))
 
 
@@ -86,7 +86,7 @@ def test_kl_finite_and_accurate_for_extreme_logvar(api_backend, dtype, prior_log
     device = api_backend.device
     logvar = torch.tensor([[30.0, -30.0, 29.5, -29.5, 0.0, 1e-3]], dtype=dtype, device=device).repeat(3, 1)
     mu = torch.tensor([0.5, -1.0, 2.0], dtype=dtype, device=device)[:, None].expand(3, 6).contiguous()
-    kl = vae_ext.gaussian_kl(mu, logvar, None, prior_logvar, reduction="none")
+    kl = vae_ext.gaussian_kl(mu, logvar, prior_logvar=prior_logvar, reduction="none")
     assert torch.isfinite(kl).all()
     assert_kl_close(kl, kl_formula(f64(mu), f64(logvar), None, f64(prior_logvar)), dtype, 6)
 
@@ -99,7 +99,7 @@ def test_kl_stable_when_q_is_close_to_p(api_backend, gap):
     prior_logvar = torch.tensor([0.7, -1.3, 2.1], dtype=torch.float32, device=device)
     logvar = prior_logvar + gap  # lv - plv is exact in float32 (Sterbenz)
     mu = torch.zeros(1, 3, device=device)
-    kl = vae_ext.gaussian_kl(mu, logvar[None], None, prior_logvar, reduction="none")
+    kl = vae_ext.gaussian_kl(mu, logvar[None], prior_logvar=prior_logvar, reduction="none")
     dlv = f64(logvar) - f64(prior_logvar)
     exact = (0.5 * (torch.expm1(dlv) - dlv)).sum()
     float32_eps = torch.finfo(torch.float32).eps
@@ -115,7 +115,7 @@ def test_kl_gradients(api_backend, dtype, kind, shape):
     leaves = [
         t.requires_grad_(True) if isinstance(t, torch.Tensor) else t for t in (mu, logvar, prior_mu, prior_logvar)
     ]
-    kl = vae_ext.gaussian_kl(*leaves, reduction="none")
+    kl = vae_ext.gaussian_kl(*leaves[:2], prior_mu=leaves[2], prior_logvar=leaves[3], reduction="none")
     grad_kl = grad_like(kl, seed=5)
     tensor_leaves = [t for t in leaves if isinstance(t, torch.Tensor)]
     grads = torch.autograd.grad(kl, tensor_leaves, grad_kl)
@@ -131,7 +131,7 @@ def test_kl_gradient_only_for_the_prior(api_backend):
     device = api_backend.device
     mu, logvar = latent((6, 5), torch.float64, device=device)
     prior_logvar = randn((5,), torch.float64, torch.Generator().manual_seed(2), device=device).requires_grad_(True)
-    kl = vae_ext.gaussian_kl(mu, logvar, None, prior_logvar, reduction="none")
+    kl = vae_ext.gaussian_kl(mu, logvar, prior_logvar=prior_logvar, reduction="none")
     grad_kl = grad_like(kl)
     (grad,) = torch.autograd.grad(kl, prior_logvar, grad_kl)
     _, _, _, expected = float64_grads(kl_distributions, (mu, logvar, None, prior_logvar), (grad_kl,))
@@ -179,10 +179,10 @@ def test_kl_default_reduction_is_batch_mean(api_backend):
 def test_kl_python_float_prior_equals_tensor_prior(api_backend, dtype):
     device = api_backend.device
     mu, logvar = latent((4, 5), dtype, device=device)
-    from_float = vae_ext.gaussian_kl(mu, logvar, 0.5, -0.25, reduction="none")
-    tensors = torch.tensor(0.5, dtype=dtype, device=device), torch.tensor(-0.25, dtype=dtype, device=device)
-    assert torch.equal(from_float, vae_ext.gaussian_kl(mu, logvar, *tensors, reduction="none"))
-    zero_floats = vae_ext.gaussian_kl(mu, logvar, 0.0, 0.0, reduction="none")
+    from_float = vae_ext.gaussian_kl(mu, logvar, prior_mu=0.5, prior_logvar=-0.25, reduction="none")
+    pm, plv = torch.tensor(0.5, dtype=dtype, device=device), torch.tensor(-0.25, dtype=dtype, device=device)
+    assert torch.equal(from_float, vae_ext.gaussian_kl(mu, logvar, prior_mu=pm, prior_logvar=plv, reduction="none"))
+    zero_floats = vae_ext.gaussian_kl(mu, logvar, prior_mu=0.0, prior_logvar=0.0, reduction="none")
     assert torch.equal(zero_floats, vae_ext.gaussian_kl(mu, logvar, reduction="none"))
 
 

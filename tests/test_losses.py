@@ -66,7 +66,7 @@ def test_bernoulli_elbo_matches_distributions(api_backend, reduction):
     kl = _kl_dist(mu, logvar).sum(dim=1)
     expected = _reduce(recon + 0.7 * kl, reduction)
     torch.testing.assert_close(parts.loss, expected, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(parts.recon, _reduce(recon, reduction), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(parts.recon_loss, _reduce(recon, reduction), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(parts.kl, _reduce(kl, reduction), rtol=1e-12, atol=1e-12)
 
     weights = torch.linspace(0.5, 1.5, B, dtype=torch.float64) if reduction == "none" else None
@@ -93,7 +93,7 @@ def test_gaussian_elbo_matches_distributions(api_backend, obs_logvar):
     recon = -Normal(x_hat, scale).log_prob(x).sum(dim=1)
     expected = (recon + _kl_dist(mu, logvar).sum(dim=1)).mean()
     torch.testing.assert_close(parts.loss, expected, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(parts.recon, recon.mean(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(parts.recon_loss, recon.mean(), rtol=1e-12, atol=1e-12)
     _assert_all_close(_grads(parts.loss, [x_hat, mu, logvar]), _grads(expected, [x_hat, mu, logvar]))
 
 
@@ -124,7 +124,7 @@ def test_learned_prior_tensors_get_the_distributions_gradient(api_backend):
     g = _gen(50)
     prior_mu = (torch.randn(L, generator=g, dtype=torch.float64) * 0.5).requires_grad_(True)
     prior_logvar = (torch.randn(L, generator=g, dtype=torch.float64) * 0.5).requires_grad_(True)
-    loss = vae_ext.ELBOLoss(beta=1.3)(x_hat, x, mu, logvar, prior_mu, prior_logvar)
+    loss = vae_ext.ELBOLoss(beta=1.3)(x_hat, x, mu, logvar, prior_mu=prior_mu, prior_logvar=prior_logvar)
 
     recon = -_bernoulli(x_hat).log_prob(x).sum(dim=1)
     expected = (recon + 1.3 * _kl_dist(mu, logvar, prior_mu, prior_logvar).sum(dim=1)).mean()
@@ -135,7 +135,7 @@ def test_learned_prior_tensors_get_the_distributions_gradient(api_backend):
 
 def test_float_priors(api_backend):
     x_hat, x, mu, logvar = _inputs(6)
-    loss = vae_ext.ELBOLoss()(x_hat, x, mu, logvar, 0.5, -0.25)
+    loss = vae_ext.ELBOLoss()(x_hat, x, mu, logvar, prior_mu=0.5, prior_logvar=-0.25)
     expected = (-_bernoulli(x_hat).log_prob(x).sum(1) + _kl_dist(mu, logvar, 0.5, -0.25).sum(1)).mean()
     torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
 

@@ -99,7 +99,7 @@ def test_vae_matches_distributions(api_backend, likelihood, prior):
     if prior == "learnable":
         _randomize_learnable_prior(model)
     x, eps = _batch()
-    out = model(x, eps)
+    out = model(x, eps=eps)
     loss, recon, kl, z, x_hat = _reference_forward(model, x, eps, beta=0.8)
 
     for actual, expected in ((out.loss, loss), (out.recon_loss, recon), (out.kl, kl), (out.z, z), (out.x_hat, x_hat)):
@@ -112,7 +112,7 @@ def test_vae_matches_distributions(api_backend, likelihood, prior):
 def test_vae_with_learned_obs_logvar_matches_distributions(api_backend):
     model = _mlp_vae(likelihood="gaussian", obs_logvar=-0.3, learn_obs_logvar=True).double()
     x, eps = _batch(2)
-    out = model(x, eps)
+    out = model(x, eps=eps)
     loss, *_ = _reference_forward(model, x, eps, beta=1.0)
     torch.testing.assert_close(out.loss, loss, **F64)
     grads = _grads(out.loss, model)
@@ -128,7 +128,7 @@ def test_vae_free_bits_matches_distributions(api_backend):
         h = model.encoder(x)
         per_dim = kl_divergence(Normal(h[:, :L], torch.exp(0.5 * h[:, L:])), Normal(0.0, 1.0)).mean(dim=0)
     model.loss_fn.free_bits = float(per_dim.median())  # one latent dim held at λ, one above, one at it
-    out = model(x, eps)
+    out = model(x, eps=eps)
     loss, recon, kl, *_ = _reference_forward(model, x, eps, beta=1.5, free_bits=model.loss_fn.free_bits)
     torch.testing.assert_close(out.loss, loss, **F64)
     torch.testing.assert_close(out.kl, kl, **F64)
@@ -168,7 +168,7 @@ def test_gaussian_latent_with_convolutional_features(api_backend):
     g = _gen(5)
     h = torch.randn(B, 2 * channels, height, width, generator=g, dtype=torch.float64)
     eps = torch.randn(B, channels, height, width, generator=g, dtype=torch.float64)
-    z, kl = vae_ext.GaussianLatent((channels, height, width))(h, eps)
+    z, kl = vae_ext.GaussianLatent((channels, height, width))(h, eps=eps)
     mu, logvar = h[:, :channels], h[:, channels:]
     q = Normal(mu, torch.exp(0.5 * logvar))
     torch.testing.assert_close(z, mu + eps * q.scale, **F64)
@@ -282,7 +282,7 @@ def test_state_dict_round_trip_restores_every_parameter_and_buffer(api_backend):
         restored = _mlp_vae(seed=1, **(kwargs if original is model else {"prior": (0.0, 0.0)})).double()
         restored.load_state_dict(torch.load(buffer, weights_only=True))
         x, eps = _batch(18)
-        expected, actual = original(x, eps), restored(x, eps)
+        expected, actual = original(x, eps=eps), restored(x, eps=eps)
         for name in ("loss", "recon_loss", "kl", "x_hat", "z"):
             torch.testing.assert_close(getattr(actual, name), getattr(expected, name), rtol=0, atol=0)
 
@@ -293,9 +293,9 @@ def test_state_dict_round_trip_restores_every_parameter_and_buffer(api_backend):
 def test_vae_under_bf16_autocast_matches_float32(api_backend):
     model = _mlp_vae()
     x, eps = _batch(19, torch.float32)
-    expected = model(x, eps)
+    expected = model(x, eps=eps)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(x, eps.bfloat16())
+        out = model(x, eps=eps.bfloat16())
     assert out.mu.dtype == torch.bfloat16 and out.z.dtype == torch.bfloat16
     assert out.loss.dtype == out.kl.dtype == out.recon_loss.dtype == torch.float32
     torch.testing.assert_close(out.loss, expected.loss, rtol=2e-2, atol=0)
@@ -374,3 +374,26 @@ def test_bad_latent_dim_and_ae_loss_raise():
         model.beta = -0.1
     model.beta = 0.3
     assert model.loss_fn.beta == 0.3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"prior": ("zero", 0.0)}, "prior_mu"),
+        ({"prior": (0.0, torch.zeros(L, dtype=torch.int64))}, "prior_logvar"),
+        ({"obs_logvar": "wide", "likelihood": "gaussian"}, "obs_logvar"),
+        ({"beta": torch.tensor(1.0)}, "beta"),
+    ],
+)
+def test_vae_options_of_the_wrong_type_raise_type_error(kwargs, argument):
+    with pytest.raises(TypeError, match=argument):
+        _mlp_vae(**kwargs)
+
+
+def test_extra_reprs_show_every_option():
+    loss = vae_ext.ELBOLoss("gaussian", beta=0.5, obs_logvar=torch.zeros(3), learn_obs_logvar=True)
+    assert repr(loss) == (
+        "ELBOLoss(likelihood='gaussian', beta=0.5, free_bits=0.0, obs_logvar=tensor of shape (3,), "
+        "learn_obs_logvar=True, reduction='mean')"
+    )
+    assert "loss='l2'" in repr(vae_ext.AE(nn.Identity(), nn.Identity(), loss="l2"))

@@ -129,7 +129,9 @@ def test_every_op_is_opchecked():
 
 
 def vae_loss(mu, logvar, eps, prior_mu, prior_logvar, weight):
-    z, kl = vae_ext.reparameterize_kl(mu, logvar, eps, prior_mu, prior_logvar, reduction="mean")
+    z, kl = vae_ext.reparameterize_kl(
+        mu, logvar, eps=eps, prior_mu=prior_mu, prior_logvar=prior_logvar, reduction="mean"
+    )
     standard_kl = vae_ext.gaussian_kl(mu, logvar, prior_mu=0.5, reduction="sum")
     return z, (z * weight).sum() + kl + 0.1 * standard_kl
 

@@ -1,5 +1,5 @@
-"""README stays true: its own-loop example runs, its test command is CI's, and every reference
-to docs/design.md names a section that exists."""
+"""README stays true: its own-loop example and its distributions snippet run, its test
+command is CI's, and every reference to docs/design.md names a section that exists."""
 
 from __future__ import annotations
 
@@ -52,3 +52,19 @@ def test_design_references_resolve():
                 assert not re.search(r"(?<!docs/)design\.md section", text), f"{path}: cite docs/design.md"
                 cited += [(path.name, n) for n in re.findall(r"docs/design\.md sections? (\d+)", text)]
     assert cited and all(n in sections for _, n in cited), cited
+
+
+def test_distributions_snippet_runs_and_means_what_its_comments_say():
+    import torch
+    from torch.distributions import Independent, Normal, kl_divergence
+
+    import vae_ext
+
+    snippet = re.search(r"### Distributions\n\n```python\n(.*?)```", README, re.S).group(1)
+    mu, logvar = torch.randn(4, 6), torch.randn(4, 6) * 0.5
+    names = {"vae_ext": vae_ext, "mu": mu, "logvar": logvar, "moments": torch.randn(2, 8, 3, 3)}
+    exec(snippet, names)
+    assert names["z"].shape == mu.shape and names["kl"].shape == (4,)
+    same = Independent(Normal(mu, torch.exp(logvar / 2)), mu.dim() - 1)
+    torch.testing.assert_close(names["kl"], kl_divergence(same, Independent(Normal(torch.zeros(6), torch.ones(6)), 1)))
+    assert names["posterior"].mean.shape == (2, 4, 3, 3)

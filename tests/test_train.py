@@ -91,7 +91,7 @@ def test_ae_l2_with_conv_networks_and_bf16_autocast(tmp_path):
     if HAS_MATPLOTLIB:
         assert (out / "samples.png").exists() and (out / "latent_traversal.png").exists()
     model, _ = train.load_checkpoint(out / "checkpoint.pt")
-    assert model.loss == "l2"
+    assert model.loss_kind == "l2"
 
 
 def test_vae_options_warmup_free_bits_learnable_prior_gaussian(tmp_path):

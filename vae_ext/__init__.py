@@ -9,7 +9,7 @@ try:  # one version, pyproject.toml's, read from the installed package's metadat
 except _metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-from . import _ops, reference
+from . import _ops, reference  # noqa: F401  (reference: vae_ext.reference, not exported)
 from .distributions import DiagonalGaussian, DiagonalGaussianDistribution
 from .functional import draw_seed, gaussian_kl, reparameterize, reparameterize_kl
 from .losses import ELBOLoss, ELBOParts
@@ -50,7 +50,6 @@ __all__ = [
     "build_info",
     "draw_seed",
     "gaussian_kl",
-    "reference",
     "reparameterize",
     "reparameterize_kl",
-]
+]  # vae_ext.reference (the pure-PyTorch ops) stays importable, as an internal module

@@ -18,7 +18,8 @@ import torch
 from torch.distributions import Distribution, Independent, Normal, constraints, register_kl
 
 from . import _ops
-from ._numerics import LOG_2PI, to_compute
+from ._args import check_tensor
+from ._numerics import LOG_2PI, log_normal, to_compute
 from .functional import draw_seed, gaussian_kl
 
 # diffusers' and latent-diffusion's clamp of the posterior's logvar.
@@ -38,25 +39,17 @@ class _Independent(constraints._IndependentConstraint):
         return super().check(value)
 
 
-def _seed(device, generator):
-    """A Philox seed on ``device`` from ``generator`` (which may live on another device, as
-    diffusers allows: a CPU generator for CUDA latents)."""
-    if generator is None or generator.device.type == torch.device(device).type:
-        return draw_seed(device, generator)
-    return draw_seed(generator.device, generator).to(device)
-
-
 def _sample(mu, logvar, generator=None):
     """z = mu + ε·σ through the fused op, ε in the logical [B, ...] order whatever the layout
     (docs/design.md section 4): rows that are not contiguous blocks (channels_last) are copied
     by the op, as an in-place read would index ε in memory order (docs/distributions.md)."""
-    return _ops.active().reparameterize_sampled(mu, logvar, _seed(mu.device, generator))
+    return _ops.active().reparameterize_sampled(mu, logvar, draw_seed(mu.device, generator))
 
 
 def _kl(mu, logvar, prior_mu=None, prior_logvar=None):
     """Per-sample KL [B] of latents [B, ...] in the compute dtype, through the fused op (which
     copies rows that are not contiguous blocks, so the sum runs in the logical order)."""
-    return gaussian_kl(mu, logvar, prior_mu, prior_logvar, reduction="none")
+    return gaussian_kl(mu, logvar, prior_mu=prior_mu, prior_logvar=prior_logvar, reduction="none")
 
 
 def _sample_n(mu, logvar, n, generator=None):
@@ -72,10 +65,7 @@ def _sum_rightmost(t, dims):
 
 
 def _check_tensor(t, name):
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    check_tensor(t, name)  # a dense tensor of a dtype the ops take (vae_ext/_args.py)
 
 
 def _check_event_dims(event_dims, dim):
@@ -120,6 +110,8 @@ class DiagonalGaussian(Distribution):
             mu, logvar = torch.broadcast_tensors(mu, logvar)
         self._event_dims = _check_event_dims(event_dims, mu.dim())
         self.mu, self.logvar = mu, logvar
+        if mu.is_meta:  # tracing: no values to validate (the check would read one)
+            validate_args = False
         split = mu.dim() - self._event_dims
         super().__init__(mu.shape[:split], mu.shape[split:], validate_args=validate_args)
 
@@ -184,8 +176,7 @@ class DiagonalGaussian(Distribution):
         d = to_compute(value) - to_compute(self.mu)
         if d.dtype != logvar.dtype:
             logvar = logvar.to(d.dtype)
-        log_p = -0.5 * (d * d * torch.exp(-logvar) + logvar + LOG_2PI)
-        return _sum_rightmost(log_p, self._event_dims)
+        return _sum_rightmost(log_normal(d, None, logvar), self._event_dims)
 
     def entropy(self):
         entropy = 0.5 * (1.0 + LOG_2PI) + 0.5 * to_compute(self.logvar)
@@ -230,8 +221,8 @@ def _fused_kl(mu, logvar, prior_mu, prior_logvar, event_dims):
     batch, event = shape[: len(shape) - event_dims], shape[len(shape) - event_dims :]
     rows = (-1, *event)
     mu, logvar = mu.expand(shape).reshape(rows), logvar.expand(shape).reshape(rows)
-    prior = (_as_prior(p, shape, event_dims, mu.device) for p in (prior_mu, prior_logvar))
-    return gaussian_kl(mu, logvar, *prior, reduction="none").view(batch)
+    prior_mu, prior_logvar = (_as_prior(p, shape, event_dims, mu.device) for p in (prior_mu, prior_logvar))
+    return gaussian_kl(mu, logvar, prior_mu=prior_mu, prior_logvar=prior_logvar, reduction="none").view(batch)
 
 
 def _normal_logvar(normal):

@@ -15,10 +15,11 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
-from ._numerics import LOG_2PI, compute_dtype
+from ._args import check_tensor
+from ._numerics import check_choice, check_count, compute_dtype, log_normal, per_sample_sum
 from .distributions import DiagonalGaussian
 from .functional import reparameterize_kl
-from .losses import AE_LOSSES, ELBOLoss, ae_reconstruction_error, check_choice
+from .losses import AE_LOSSES, ELBOLoss, ae_reconstruction_error
 
 
 def _latent_shape(latent_dim) -> tuple:
@@ -39,12 +40,7 @@ def _as_clamp(logvar_clamp):
 
 def _log_normal(x, mean, logvar):
     """log N(x | mean, exp(logvar)) summed per sample; mean / logvar None mean 0."""
-    d = x if mean is None else x - mean
-    if logvar is None:
-        log_p = -0.5 * (d * d + LOG_2PI)
-    else:
-        log_p = -0.5 * (d * d * torch.exp(-logvar) + logvar + LOG_2PI)
-    return log_p.expand(x.shape).reshape(x.shape[0], -1).sum(dim=1)
+    return per_sample_sum(log_normal(x, mean, logvar).expand(x.shape))
 
 
 class GaussianLatent(nn.Module):
@@ -77,6 +73,10 @@ class GaussianLatent(nn.Module):
         if isinstance(prior, (tuple, list)) and len(prior) == 2:
             for name, value in zip(("prior_mu", "prior_logvar"), prior):
                 is_tensor = isinstance(value, torch.Tensor)
+                if is_tensor:
+                    check_tensor(value, name)
+                elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise TypeError(f"{name} must be a float or a floating-point tensor, got {type(value).__name__}")
                 tensor = value.detach().clone() if is_tensor else torch.tensor(float(value))
                 if tensor.numel() != 1 and tuple(tensor.shape) != self.latent_shape:
                     raise ValueError(
@@ -92,11 +92,12 @@ class GaussianLatent(nn.Module):
 
     def split(self, h):
         """(mu, logvar): views of h's two halves along dim 1 (logvar clamped if configured)."""
+        check_tensor(h, "h (the encoder output)", dtypes=None)  # its dtype: the ops check mu's
         latent, width = self.latent_shape[0], h.shape[1] if h.dim() > 1 else None
         if h.dim() != len(self.latent_shape) + 1 or width != 2 * latent or tuple(h.shape[2:]) != self.latent_shape[1:]:
             expected = (2 * latent, *self.latent_shape[1:])
             raise ValueError(
-                f"encoder output must be [B, 2 * latent_dim, ...] = [B, {', '.join(map(str, expected))}] "
+                f"h (the encoder output) must be [B, 2 * latent_dim, ...] = [B, {', '.join(map(str, expected))}] "
                 f"(mu and logvar, latent_dim={self.latent_shape}); got {tuple(h.shape)}"
             )
         mu, logvar = h.chunk(2, dim=1)
@@ -104,10 +105,11 @@ class GaussianLatent(nn.Module):
             logvar = logvar.clamp(*self.logvar_clamp)
         return mu, logvar
 
-    def forward(self, h, eps=None, *, generator=None):
+    def forward(self, h, *, eps=None, generator=None):
         """(z, kl): z = mu + eps·σ (eps drawn in the kernel when None) and the per-sample KL [B]."""
         mu, logvar = self.split(h)
-        return reparameterize_kl(mu, logvar, eps, *self.prior_params(), generator=generator)
+        pm, plv = self.prior_params()
+        return reparameterize_kl(mu, logvar, eps=eps, prior_mu=pm, prior_logvar=plv, generator=generator)
 
     def posterior(self, h) -> DiagonalGaussian:
         """q(z|x) from encoder features h as a torch distribution (sample and KL on the fused ops)."""
@@ -221,13 +223,13 @@ class VAE(nn.Module):
         """The mean of p(x|z) from the decoder output: sigmoid(logits) or the Gaussian mean."""
         return torch.sigmoid(x_hat) if self.likelihood == "bernoulli" else x_hat
 
-    def forward(self, x, eps=None, *, generator=None) -> VAEOutput:
+    def forward(self, x, *, eps=None, generator=None) -> VAEOutput:
         mu, logvar = self.encode(x)
-        prior_mu, prior_logvar = self.latent.prior_params()
-        z, kl = reparameterize_kl(mu, logvar, eps, prior_mu, prior_logvar, generator=generator)
+        priors = dict(zip(("prior_mu", "prior_logvar"), self.latent.prior_params()))
+        z, kl = reparameterize_kl(mu, logvar, eps=eps, generator=generator, **priors)
         x_hat = self.decoder(z)
-        parts = self.loss_fn(x_hat, x, mu, logvar, prior_mu, prior_logvar, kl=kl, return_parts=True)
-        return VAEOutput(parts.loss, parts.recon, parts.kl, x_hat, z, mu, logvar)
+        parts = self.loss_fn(x_hat, x, mu, logvar, kl=kl, return_parts=True, **priors)
+        return VAEOutput(parts.loss, parts.recon_loss, parts.kl, x_hat, z, mu, logvar)
 
     def reconstruct(self, x):
         """Mean of p(x|z = mu(x)): the deterministic reconstruction through the posterior mean."""
@@ -239,8 +241,9 @@ class VAE(nn.Module):
             return tensor
         return torch.empty(())
 
-    def sample(self, n, generator=None):
+    def sample(self, n, *, generator=None):
         """n samples from the model: the mean of p(x|z) for z drawn from the prior."""
+        check_count(n, "n", minimum=0)
         ref = self._reference_tensor()
         z = self.latent.sample_prior(n, generator=generator, device=ref.device, dtype=ref.dtype)
         return self.mean(self.decoder(z))
@@ -251,8 +254,7 @@ class VAE(nn.Module):
         log p(x) ≈ logsumexp_i [log p(x|z_i) + log p(z_i) - log q(z_i|x)] - log k, z_i ~ q(z|x);
         a lower bound that tightens as k grows (k = 1 is an unbiased ELBO estimate).
         """
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        check_count(k, "k")
         mu, logvar = self.encode(x)
         dtype = compute_dtype(mu.dtype)
         mu, logvar = mu.to(dtype), logvar.to(dtype)
@@ -261,7 +263,7 @@ class VAE(nn.Module):
         for _ in range(k):
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=dtype)
             z = mu + eps * std
-            log_q = _log_normal(eps, None, None) - 0.5 * logvar.reshape(mu.shape[0], -1).sum(dim=1)
+            log_q = _log_normal(eps, None, None) - 0.5 * per_sample_sum(logvar)
             x_hat = self.decoder(z.to(self._reference_tensor().dtype))
             log_px = -self.loss_fn.reconstruction(x_hat, x).to(dtype)
             weights.append(log_px + self.latent.log_prior(z) - log_q)
@@ -288,7 +290,7 @@ class AE(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
-        self.loss = check_choice(loss, AE_LOSSES, "loss")
+        self.loss_kind = check_choice(loss, AE_LOSSES, "loss")
 
     def encode(self, x):
         return self.encoder(x)
@@ -299,13 +301,13 @@ class AE(nn.Module):
     def forward(self, x) -> AEOutput:
         z = self.encoder(x)
         x_hat = self.decoder(z)
-        return AEOutput(ae_reconstruction_error(x_hat, x, self.loss).mean(), x_hat, z)
+        return AEOutput(ae_reconstruction_error(x_hat, x, self.loss_kind).mean(), x_hat, z)
 
     def reconstruct(self, x):
         return self.decoder(self.encoder(x))
 
     def extra_repr(self):
-        return f"loss={self.loss!r}"
+        return f"loss={self.loss_kind!r}"
 
 
 # --------------------------------------------------------------------------- network builders

@@ -23,7 +23,15 @@ _PHILOX_W = (0x9E3779B9, 0xBB67AE85)
 # --------------------------------------------------------------------------- checks
 
 
+def _check_dense(t, name, op):
+    # The compiled ops' dispatcher refuses other layouts. Skipped under tracing, where Dynamo
+    # sees dense tensors only and bans .layout in the backward graph's strict mode.
+    if not torch.compiler.is_compiling() and t.layout != torch.strided:
+        raise TypeError(f"{op}: {name} must be a dense (strided) tensor, got layout {t.layout}")
+
+
 def _check_like_mu(t, name, mu, op):
+    _check_dense(t, name, op)
     if t.dtype != mu.dtype:
         raise TypeError(f"{op}: {name} must have mu's dtype {mu.dtype}, got {t.dtype}")
     if t.device != mu.device:
@@ -62,6 +70,7 @@ def check_inputs(op, mu, logvar, eps=None, seed=None, prior_mu=None, prior_logva
         raise TypeError(
             f"{op}: mu must be a floating-point tensor (float64, float32, float16 or bfloat16), got {dtype}"
         )
+    _check_dense(mu, "mu", op)
     if mu.dim() < 1:
         raise ValueError(f"{op}: mu must have a batch dimension (dim >= 1), got a 0-d tensor")
     _check_like_mu(logvar, "logvar", mu, op)

@@ -12,15 +12,11 @@ Usage: ``model.beta = schedule(step)`` before each step (``VAE.beta`` / ``ELBOLo
 
 from __future__ import annotations
 
-from .losses import check_non_negative
+import math
+
+from ._numerics import check_choice, check_count, check_non_negative
 
 WARMUPS = ("none", "linear", "cyclical")
-
-
-def _check_steps(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 class ConstantBeta:
@@ -37,7 +33,7 @@ class ConstantBeta:
 class LinearWarmup:
     def __init__(self, beta: float = 1.0, warmup_steps: int = 1000) -> None:
         self.beta = check_non_negative(beta, "beta")
-        self.warmup_steps = _check_steps(warmup_steps, "warmup_steps")
+        self.warmup_steps = check_count(warmup_steps, "warmup_steps")
 
     def __call__(self, step: int) -> float:
         return self.beta * min(1.0, max(step, 0) / self.warmup_steps)
@@ -49,8 +45,10 @@ class LinearWarmup:
 class CyclicalBeta:
     def __init__(self, beta: float = 1.0, cycle_steps: int = 1000, ramp_fraction: float = 0.5) -> None:
         self.beta = check_non_negative(beta, "beta")
-        self.cycle_steps = _check_steps(cycle_steps, "cycle_steps")
-        if not 0.0 < ramp_fraction <= 1.0:
+        self.cycle_steps = check_count(cycle_steps, "cycle_steps")
+        if isinstance(ramp_fraction, bool) or not isinstance(ramp_fraction, (int, float)):
+            raise TypeError(f"ramp_fraction must be a number, got {type(ramp_fraction).__name__}")
+        if not (math.isfinite(ramp_fraction) and 0.0 < ramp_fraction <= 1.0):
             raise ValueError(f"ramp_fraction must be in (0, 1], got {ramp_fraction}")
         self.ramp_fraction = float(ramp_fraction)
 
@@ -74,17 +72,16 @@ def make_beta_schedule(
     """The schedule the command line names: "none", "linear" (warm-up over warmup_fraction of
     total_steps) or "cyclical" (``cycles`` cycles over total_steps; ValueError when that leaves
     a cycle fewer than 2 steps)."""
+    check_choice(kind, WARMUPS, "warmup")
     total_steps = max(int(total_steps), 1)
     if kind == "none":
         return ConstantBeta(beta)
     if kind == "linear":
         return LinearWarmup(beta, max(1, round(warmup_fraction * total_steps)))
-    if kind == "cyclical":
-        cycles = max(int(cycles), 1)
-        if total_steps < 2 * cycles:  # a 1-step cycle never leaves its first step: β would be 0 throughout
-            raise ValueError(
-                f"a cyclical schedule of {cycles} cycles needs at least {2 * cycles} steps (2 per cycle), "
-                f"got total_steps={total_steps}"
-            )
-        return CyclicalBeta(beta, total_steps // cycles, ramp_fraction)
-    raise ValueError(f"warmup must be one of {', '.join(map(repr, WARMUPS))}; got {kind!r}")
+    cycles = max(int(cycles), 1)
+    if total_steps < 2 * cycles:  # a 1-step cycle never leaves its first step: β would be 0 throughout
+        raise ValueError(
+            f"a cyclical schedule of {cycles} cycles needs at least {2 * cycles} steps (2 per cycle), "
+            f"got total_steps={total_steps}"
+        )
+    return CyclicalBeta(beta, total_steps // cycles, ramp_fraction)

@@ -40,11 +40,11 @@ def eager_gaussian_kl(mu, logvar, eps=None):
 
 
 def vae_ext_reparameterize_kl(mu, logvar, eps=None):
-    return vae_ext.reparameterize_kl(mu, logvar, eps, reduction="none")
+    return vae_ext.reparameterize_kl(mu, logvar, eps=eps, reduction="none")
 
 
 def vae_ext_reparameterize(mu, logvar, eps=None):
-    return (vae_ext.reparameterize(mu, logvar, eps),)
+    return (vae_ext.reparameterize(mu, logvar, eps=eps),)
 
 
 def vae_ext_gaussian_kl(mu, logvar, eps=None):
