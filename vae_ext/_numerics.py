@@ -27,10 +27,14 @@ def to_compute(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in HALF_DTYPES else t
 
 
+def choice_error(value, choices, name: str) -> ValueError:
+    return ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
 def check_choice(value, choices, name: str):
     """``value`` when it is one of ``choices`` (strings), else ValueError naming the argument."""
     if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+        raise choice_error(value, choices, name)
     return value
 
 

@@ -19,6 +19,7 @@ from ._numerics import (
     check_choice,
     check_non_negative,
     check_reduction,
+    choice_error,
     compute_dtype,
     log_normal,
     per_sample_sum,
@@ -72,11 +73,12 @@ def check_reconstruction_args(x_hat, x, likelihood="gaussian") -> None:
 
 def reconstruction_nll(x_hat, x, likelihood="bernoulli", obs_logvar=0.0) -> torch.Tensor:
     """Per-sample negative log-likelihood [B]: x_hat holds logits (Bernoulli) or means (Gaussian)."""
-    check_choice(likelihood, LIKELIHOODS, "likelihood")
     check_reconstruction_args(x_hat, x, likelihood)
     if likelihood == "bernoulli":
         return bernoulli_nll(x_hat, x)
-    return gaussian_nll(x_hat, x, obs_logvar)
+    if likelihood == "gaussian":
+        return gaussian_nll(x_hat, x, obs_logvar)
+    raise choice_error(likelihood, LIKELIHOODS, "likelihood")
 
 
 def ae_reconstruction_error(x_hat, x, kind="mse") -> torch.Tensor:
