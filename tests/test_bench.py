@@ -285,6 +285,7 @@ def test_save_path_names_device_and_commit():
     assert path.name == "cpu-intel-r-xeon-r-gold-6338-16-threads-abcdef0.json"
     assert path.parent.name == "results" and path.parent.parent.name == "benchmarks"
     assert bench.save_path({**report, "dirty": True}).name.endswith("-abcdef0-dirty.json")
+    assert bench.save_path(report, prefix="step-").name == "step-" + path.name  # bench step --save
 
 
 @needs_cuda

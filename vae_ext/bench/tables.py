@@ -63,8 +63,10 @@ def _cells(key, rows, impls, copy_gbps, extras):
 def _summary_lines(report):
     info = report.get("build_info") or {}
     backend = f" ({info['backend']})" if "backend" in info else ""
+    load = [report.get(key) for key in ("load_average_start", "load_average_end")]
+    load_text = " → ".join("/".join(f"{v:.2f}" for v in x) for x in load if x)
     return [
-        f"device: {report['device']}",
+        f"device: {report['device']}" + (f"; load average (1/5/15 min) {load_text}" if load_text else ""),
         f"torch {report['torch']}, vae_ext {report['vae_ext']}{backend}, commit {report['commit'][:12]}"
         + (" (uncommitted changes)" if report.get("dirty") else ""),
         (

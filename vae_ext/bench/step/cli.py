@@ -13,7 +13,7 @@ import torch
 
 import vae_ext
 
-from ..report import device_string, git_state
+from ..report import device_string, git_state, save_path
 from .latents import LATENTS
 from .measure import CLOCKS
 from .models import MODELS
@@ -54,6 +54,9 @@ def build_parser():
     )
     parser.add_argument("--json", metavar="PATH", help="write the result JSON here")
     parser.add_argument("--markdown", metavar="PATH", help="write the markdown table here too")
+    parser.add_argument(
+        "--save", action="store_true", help="write benchmarks/results/step-<device>-<commit>.json and its .md"
+    )
     parser.add_argument("--table", metavar="FILE.json", help="print an existing result file as markdown; no run")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser
@@ -119,7 +122,11 @@ def main(argv=None) -> int:
     report = make_report(config, run_step_bench(config))
     table = render_markdown(report)
     print(table)
-    for path, text in ((args.json, json.dumps(report, indent=1)), (args.markdown, table)):
+    saved = save_path(report, prefix="step-") if args.save else None
+    outputs = [(args.json, json.dumps(report, indent=1)), (args.markdown, table)]
+    if saved is not None:
+        outputs += [(saved, json.dumps(report, indent=1)), (saved.with_suffix(".md"), table)]
+    for path, text in outputs:
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(text + "\n", encoding="utf-8")

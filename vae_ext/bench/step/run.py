@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ..compiled import raised_recompile_limit
+from ..report import load_average
 from .latents import LATENTS, latent_layers
 from .measure import COMPILE_OPTIONS, Impl, loss_function, measure_case
 from .models import MODELS
@@ -34,13 +34,6 @@ class StepConfig:
 def _log(config, text):
     if not config.quiet:
         print(text, file=sys.stderr, flush=True)
-
-
-def _load():
-    try:
-        return list(os.getloadavg())
-    except OSError:
-        return None
 
 
 def run_model(config, name) -> tuple[list[dict], str | None]:
@@ -68,7 +61,7 @@ def run_step_bench(config: StepConfig) -> dict:
     threads = config.threads or torch.get_num_threads()
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    load_start, start = _load(), time.perf_counter()
+    load_start, start = load_average(), time.perf_counter()
     rows, skipped = [], []
     try:
         with raised_recompile_limit():
@@ -86,7 +79,7 @@ def run_step_bench(config: StepConfig) -> dict:
         "skipped": skipped,
         "threads": threads if config.device == "cpu" else None,
         "load_average_start": load_start,
-        "load_average_end": _load(),
+        "load_average_end": load_average(),
         "wall_s": time.perf_counter() - start,
         "compile_options": dict(COMPILE_OPTIONS),
         "settings": {
