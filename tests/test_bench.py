@@ -241,6 +241,8 @@ def test_table_renders_an_existing_result_file(tmp_path, capsys):
     assert header in out
     line = "| reparameterize_kl | fwd | given | float32 | 4x8 | 6 | 1 | 3 | 2 | 2 | 3 | 8 | 0.38 | 3.00x | 1.50x |"
     assert line in out
+    code, out = run_cli(["--table", str(path), "--passes", "bwd"], capsys)
+    assert code == 0 and "| reparameterize_kl |" not in out  # --passes filters the rows
 
 
 def test_compile_failure_is_recorded_and_the_run_goes_on(tmp_path, capsys, monkeypatch):

@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", metavar="PATH", help="write the result JSON here")
     parser.add_argument("--save", action="store_true", help="write it as benchmarks/results/<device>-<commit>.json")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
-    parser.add_argument("--table", metavar="FILE.json", help="print an existing result file as markdown; no run")
+    parser.add_argument(
+        "--table", metavar="FILE.json", help="print an existing result file as markdown (rows of --passes); no run"
+    )
     parser.add_argument("--plot", metavar="PNG", help="plot GB/s against size per impl (needs matplotlib)")
     parser.add_argument("--plot-op", default=None, help="the op to plot (default: the first op of the results)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -151,6 +153,8 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
         if args.table:
             report = json.loads(Path(args.table).read_text(encoding="utf-8"))
+            passes = _parse_list(parser, args.passes, PASSES, "--passes")  # --passes filters the rows shown
+            report["results"] = [r for r in report["results"] if r["impl"] == "copy" or r["pass"] in passes]
             add_derived_fields(report["results"])
             print(render_markdown(report))
             return _plot(report, args) if args.plot else 0
