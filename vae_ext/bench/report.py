@@ -62,8 +62,9 @@ def load_average():
         return None
 
 
-def make_report(config, results: list[dict], timing_method: str, load_start=None) -> dict:
-    commit, dirty = git_state()
+def make_report(config, results: list[dict], timing_method: str, load_start=None, git=None) -> dict:
+    """``git``: git_state() taken when the run started (default: now)."""
+    commit, dirty = git or git_state()
     report = {
         "device": device_string(config.device, config.threads),
         "torch": torch.__version__,

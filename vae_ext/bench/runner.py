@@ -20,7 +20,7 @@ from .cases import (
     shape_text,
 )
 from .compiled import CompiledFunctions, raised_recompile_limit
-from .report import load_average, make_report
+from .report import git_state, load_average, make_report
 from .rows import add_derived_fields, error_row, timing_row
 from .suites import OPS
 from .timing import TimingSettings, timer_for
@@ -126,7 +126,7 @@ class Runner:
 
 def run_benchmark(config: Config) -> dict:
     """Runs every selected row and returns the result document (docs/design.md section 6)."""
-    load_start = load_average()
+    load_start, git = load_average(), git_state()  # the state the run starts from
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
@@ -138,4 +138,4 @@ def run_benchmark(config: Config) -> dict:
                 results = runner.run()
     finally:
         torch.set_num_threads(previous_threads)
-    return make_report(config, results, runner.timer.method, load_start)
+    return make_report(config, results, runner.timer.method, load_start, git)

@@ -62,8 +62,9 @@ def build_parser():
     return parser
 
 
-def make_report(config, run) -> dict:
-    commit, dirty = git_state()
+def make_report(config, run, git) -> dict:
+    """``git``: git_state() when the run started."""
+    commit, dirty = git
     try:
         import diffusers
 
@@ -119,7 +120,8 @@ def main(argv=None) -> int:
         clock=args.clock,
         quiet=args.quiet,
     )
-    report = make_report(config, run_step_bench(config))
+    git = git_state()
+    report = make_report(config, run_step_bench(config), git)
     table = render_markdown(report)
     print(table)
     saved = save_path(report, prefix="step-") if args.save else None
