@@ -133,5 +133,5 @@ def main(argv=None) -> int:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(text + "\n", encoding="utf-8")
             print(f"wrote {path}", file=sys.stderr)
-    failed = [r for r in report["results"] if r.get("error") and not (r["mode"] == "compile")]
+    failed = [r for r in report["results"] if r.get("error") and r["mode"] != "compile"]
     return 1 if failed else 0
