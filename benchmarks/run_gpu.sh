@@ -5,17 +5,19 @@
 #   OUT=/some/dir benchmarks/run_gpu.sh            on a CUDA machine
 #   OUT=/some/dir benchmarks/run_gpu.sh --dry-run  no GPU: every stage that can run on the CPU
 #
-# Stages (budget in seconds, BUDGET_<STAGE> overrides; the defaults add up to 490):
+# Stages (budget in seconds, BUDGET_<STAGE> overrides; the defaults add up to 550):
 #   env        30   nvidia-smi, nvcc, torch, the GPU                              -> summary.txt
 #   build      140  setup.py build_ext --inplace for the visible GPU's arch only  -> build.log
 #   tests      90   pytest -k cuda (every CUDA test)                              -> tests.log
 #   compare    45   benchmarks/sanitizer_cases.py --compare: every launch plan against the
 #                   CPU kernels (z and gradients bit for bit)                      -> tests.log
-#   memcheck   45   compute-sanitizer --tool memcheck  on sanitizer_cases.py       -> sanitizer.log
-#   racecheck  40   compute-sanitizer --tool racecheck on sanitizer_cases.py       -> sanitizer.log
-#   synccheck  30   compute-sanitizer --tool synccheck on sanitizer_cases.py       -> sanitizer.log
+#   memcheck   45   compute-sanitizer --tool memcheck  on sanitizer_cases.py       -> tests.log
+#   racecheck  40   compute-sanitizer --tool racecheck on sanitizer_cases.py       -> tests.log
+#   synccheck  30   compute-sanitizer --tool synccheck on sanitizer_cases.py       -> tests.log
 #   bench      70   python -m vae_ext bench --device cuda --sizes gpu --no-compile --min-time 0.1
 #                   -> bench-cuda.json, bench-cuda.log, bench-cuda.md, bench-cuda.png
+#   step       60   python -m vae_ext bench step --device cuda --sizes full --no-compile: training steps
+#                   with peak memory -> step-cuda.json, its table appended to bench-cuda.md, bench-cuda.log
 # summary.txt gets the environment and one line per stage: PASS, FAIL, TIMEOUT (cut at its
 # budget) or SKIP, with its seconds.
 #
@@ -24,13 +26,15 @@
 # CPU torch it builds the CPU kernels); tests on the CPU (the CUDA tests skip); compare with
 # sanitizer_cases.py --device cpu; the sanitizer stages run compute-sanitizer on
 # `sanitizer_cases.py --list` when it is installed (else SKIP); bench --device cpu on the
-# quick sizes. It proves the commands and the files, not the GPU results or timings.
+# quick sizes; step --device cpu on the quick sizes. It proves the commands and the files, not the
+# GPU results or timings.
 #
 # Environment: OUT (default ./gpu-out), PYTHON (default python3), MAX_JOBS (default nproc),
 # TORCH_CUDA_ARCH_LIST (default: the visible GPU's, else setup.py's), PYTEST_ARGS (default "-k cuda"),
 # BENCH_SIZES (default gpu), BENCH_ARGS (default "--no-compile --min-time 0.1"; "" adds
-# torch.compile, which may not fit the budget), COMPUTE_SANITIZER (path; default: found on
-# PATH or in the toolkit).
+# torch.compile, which may not fit the budget), STEP_ARGS (default "--no-compile"; "" adds
+# torch.compile: 12 compiled steps, raise BUDGET_STEP), COMPUTE_SANITIZER (path; default: found
+# on PATH or in the toolkit).
 # Exit status: 0 when every stage passed or was skipped, else 1.
 set -uo pipefail
 
@@ -151,16 +155,29 @@ run_bench() {
     echo "no plot (bench --plot needs matplotlib)"
 }
 
+run_step() {
+  local sizes=full table
+  ((dry_run)) && sizes=quick
+  table=$(mktemp) || return 1
+  # shellcheck disable=SC2086  # STEP_ARGS is a list of words
+  "$PYTHON" -m vae_ext bench step --device "$device" --sizes "$sizes" ${STEP_ARGS---no-compile} --quiet \
+    --json "$OUT/step-cuda.json" >"$table" || { rm -f "$table"; return 1; }
+  { echo; cat "$table"; } >>"$OUT/bench-cuda.md"
+  rm -f "$table"
+}
+
 export PYTHON OUT device dry_run
-export -f environment build run_tests compare_plans find_sanitizer sanitize run_bench
+export -f environment build run_tests compare_plans find_sanitizer sanitize run_bench run_step
 
 stage env 30 "$summary" bash -c environment
 stage build 140 "$OUT/build.log" bash -c build
 stage tests 90 "$OUT/tests.log" bash -c run_tests
 stage compare 45 "$OUT/tests.log" bash -c compare_plans
-stage memcheck 45 "$OUT/sanitizer.log" bash -c "sanitize memcheck"
-stage racecheck 40 "$OUT/sanitizer.log" bash -c "sanitize racecheck"
-stage synccheck 30 "$OUT/sanitizer.log" bash -c "sanitize synccheck"
+# The sanitizers log into tests.log: $OUT comes back with 8 files at most.
+stage memcheck 45 "$OUT/tests.log" bash -c "sanitize memcheck"
+stage racecheck 40 "$OUT/tests.log" bash -c "sanitize racecheck"
+stage synccheck 30 "$OUT/tests.log" bash -c "sanitize synccheck"
 stage bench 70 "$OUT/bench-cuda.log" bash -c run_bench
+stage step 60 "$OUT/bench-cuda.log" bash -c run_step
 echo "=== done, status $status; $(find "$OUT" -maxdepth 1 -type f | wc -l) files in $OUT" | tee -a "$summary"
 exit $status

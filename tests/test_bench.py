@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -11,7 +12,7 @@ import torch
 
 import vae_ext
 from vae_ext import bench
-from vae_ext.bench import timing
+from vae_ext.bench import cases, timing
 from vae_ext.bench.suites.latent import eager_reparameterize_kl
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -105,6 +106,41 @@ def test_benchmark_fixture_vae_ext_fwd_bwd(benchmark):
     torch.testing.assert_close(grad_logvar.double(), expected[1], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("op", ["reparameterize_kl", "reparameterize", "gaussian_kl"])
+@pytest.mark.parametrize("eps", ["sampled", "given"])
+@pytest.mark.parametrize("pass_name", ["fwd", "bwd", "fwd+bwd"])
+def test_fresh_floor_moves_the_op_traffic_into_fresh_outputs(op, eps, pass_name, monkeypatch):
+    if not bench.OPS[op].uses_eps and eps == "given":
+        pytest.skip("gaussian_kl takes no eps")
+    shape = (6, 5)
+    data = cases.make_inputs(shape, torch.float32, "cpu")
+    case = cases.Case(op, pass_name, eps if bench.OPS[op].uses_eps else "none", torch.float32, shape)
+    reads = []
+    for module, name in ((torch, "neg"), (torch, "add"), (torch, "addcmul"), (torch.linalg, "vecdot")):
+        original = getattr(module, name)  # record what each op reads
+        monkeypatch.setattr(module, name, lambda *ts, _f=original: reads.extend(ts) or _f(*ts))
+    outputs = [out for part in cases.build_fresh_step(case, data)() for out in part]
+    monkeypatch.undo()
+    n_sized = [out for out in outputs if out.shape == shape]
+    assert all(out.shape in (shape, shape[:1]) for out in outputs)
+    # Each output is freshly allocated; N-sized reads + writes = the byte model's count.
+    pointers = {t.data_ptr() for t in vars(data).values()}
+    assert all(out.data_ptr() not in pointers for out in outputs)
+    assert len(reads) + len(n_sized) == bench.tensor_passes(op, pass_name, case.eps)
+    expected = {"fwd": data.mu + data.logvar, "bwd": data.grad_z + data.mu}
+    if op == "reparameterize_kl" and eps == "sampled" and pass_name != "fwd+bwd":
+        torch.testing.assert_close(outputs[0], expected[pass_name])  # the torch.add(mu, logvar), add(g, mu)
+
+
+def test_traffic_must_match_the_byte_model():
+    op = bench.OPS["reparameterize"]
+    wrong = dataclasses.replace(
+        op, name="reparameterize_wrong", traffic={"fwd": (("mu",), 1), "bwd": op.traffic["bwd"]}
+    )
+    with pytest.raises(ValueError, match="does not match tensor_passes"):
+        bench.register(wrong)
+
+
 # --------------------------------------------------------------------------- the command line
 
 
@@ -132,10 +168,10 @@ def test_cli_quick_run_writes_the_result_json(tmp_path, capsys):
     assert len(cases) == 2 * 2 * 2 * 3  # dtypes x shapes x eps x passes
     for case in cases:
         impls = {r["impl"] for r in results if (r["op"], r["pass"], r["eps"], r["dtype"], tuple(r["shape"])) == case}
-        assert impls == {"eager", "vae_ext"}
+        assert impls == {"eager", "vae_ext", "fresh"}
     copies = [(r["dtype"], r["shape"]) for r in results if r["impl"] == "copy"]
     assert sorted(copies) == sorted((d, s) for d in ("bfloat16", "float32") for s in shapes)
-    assert len(results) == 2 * len(cases) + len(copies)
+    assert len(results) == 3 * len(cases) + len(copies)
     table_lines = [line for line in out.splitlines() if line.startswith("reparameterize_kl ")]
     assert len(table_lines) == len(cases)
     check_byte_accounting_and_ratios(results)
@@ -164,6 +200,9 @@ def check_byte_accounting_and_ratios(results):
     eager = find_row(results, impl="eager", **{"pass": "fwd", "eps": "given"}, **fields)
     assert ours["speedup_vs_eager"] == pytest.approx(eager["median_ms"] / ours["median_ms"], rel=1e-12)
     assert ours["speedup_vs_compile"] is None
+    fresh = find_row(results, impl="fresh", **{"pass": "fwd+bwd", "eps": "sampled"}, **fields)
+    assert fresh["bytes"] == both["bytes"]  # the same traffic, as fresh-output elementwise ops
+    assert both["frac_of_fresh"] == pytest.approx(fresh["median_ms"] / both["median_ms"], rel=1e-12)
 
 
 def test_cli_filters_ops_passes_and_4d_latents(tmp_path, capsys):
@@ -202,6 +241,8 @@ def test_table_renders_an_existing_result_file(tmp_path, capsys):
     assert header in out
     line = "| reparameterize_kl | fwd | given | float32 | 4x8 | 6 | 1 | 3 | 2 | 2 | 3 | 8 | 0.38 | 3.00x | 1.50x |"
     assert line in out
+    code, out = run_cli(["--table", str(path), "--passes", "bwd"], capsys)
+    assert code == 0 and "| reparameterize_kl |" not in out  # --passes filters the rows
 
 
 def test_compile_failure_is_recorded_and_the_run_goes_on(tmp_path, capsys, monkeypatch):
@@ -246,6 +287,7 @@ def test_save_path_names_device_and_commit():
     assert path.name == "cpu-intel-r-xeon-r-gold-6338-16-threads-abcdef0.json"
     assert path.parent.name == "results" and path.parent.parent.name == "benchmarks"
     assert bench.save_path({**report, "dirty": True}).name.endswith("-abcdef0-dirty.json")
+    assert bench.save_path(report, prefix="step-").name == "step-" + path.name  # bench step --save
 
 
 @needs_cuda

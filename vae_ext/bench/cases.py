@@ -14,7 +14,7 @@ SIZE_SETS = {
     "gpu": ((256, 64), (4096, 512), (65536, 1024), (64, 16, 64, 64)),
 }
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-IMPLS = ("eager", "compile", "vae_ext", "copy")
+IMPLS = ("eager", "compile", "vae_ext", "fresh", "copy")
 KERNEL_IMPLS = ("eager", "compile", "vae_ext")
 PASSES = ("fwd", "bwd", "fwd+bwd")
 EPS_MODES = ("sampled", "given")
@@ -96,6 +96,29 @@ def build_step(fn, case: Case, data: Inputs):
     if case.pass_name == "bwd":
         return lambda: torch.autograd.grad(outputs, (mu, logvar), grads, retain_graph=True)
     return lambda: torch.autograd.grad(fn(mu, logvar, eps), (mu, logvar), grads)
+
+
+def _fresh_outputs(reads, writes):
+    """``writes`` fresh outputs reading each tensor of ``reads`` once: the first output combines the
+    first len(reads) - writes + 1 inputs (add, addcmul), each further one negates one input; no
+    output ([B]-sized results are not counted): a row-wise dot product of two inputs."""
+    if writes == 0:
+        return (torch.linalg.vecdot(reads[0].flatten(1), reads[1].flatten(1)),)
+    head, rest = reads[: len(reads) - writes + 1], reads[len(reads) - writes + 1 :]
+    first = {1: torch.neg, 2: torch.add, 3: torch.addcmul}[len(head)](*head)
+    return (first, *(torch.neg(t) for t in rest))
+
+
+def build_fresh_step(case: Case, data: Inputs):
+    """The fresh-output floor of ``case``: its op's traffic (BenchOp.traffic) as elementwise ops that
+    allocate their outputs, pass by pass: what any op that returns new tensors pays at least (on the
+    CPU the fresh pages fault in, a cost ``copy_`` into an existing tensor does not have)."""
+    traffic = OPS[case.op].traffic
+    extra = ("eps",) if case.eps == "given" else ()
+    passes = [
+        (tuple(getattr(data, name) for name in traffic[p][0] + extra), traffic[p][1]) for p in case.pass_name.split("+")
+    ]
+    return lambda: [_fresh_outputs(reads, writes) for reads, writes in passes]
 
 
 def build_copy_step(data: Inputs):

@@ -24,7 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m vae_ext bench",
         description=DESCRIPTION,
-        epilog="'python -m vae_ext bench posterior --help': the diffusers posterior benchmark.",
+        epilog=(
+            "'python -m vae_ext bench step --help': the training-step benchmark; "
+            "'python -m vae_ext bench posterior --help': the diffusers posterior benchmark."
+        ),
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(
@@ -46,11 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--min-time", type=float, default=0.2, help="timed calls add up to about this many seconds (default 0.2)"
     )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="CPU: wall (elapsed) or cpu (this process's CPU time; steadier on a shared machine with --threads 1)",
+    )
     parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile")
     parser.add_argument("--json", metavar="PATH", help="write the result JSON here")
     parser.add_argument("--save", action="store_true", help="write it as benchmarks/results/<device>-<commit>.json")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
-    parser.add_argument("--table", metavar="FILE.json", help="print an existing result file as markdown; no run")
+    parser.add_argument(
+        "--table", metavar="FILE.json", help="print an existing result file as markdown (rows of --passes); no run"
+    )
     parser.add_argument("--plot", metavar="PNG", help="plot GB/s against size per impl (needs matplotlib)")
     parser.add_argument("--plot-op", default=None, help="the op to plot (default: the first op of the results)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -90,6 +101,8 @@ def make_config(parser, args) -> Config:
     threads = args.threads if args.threads is not None else torch.get_num_threads()
     if threads < 1 or args.warmup < 0 or args.repeats < 1 or args.max_repeats < args.repeats or args.min_time < 0:
         parser.error("--threads and --repeats must be >= 1, --warmup and --min-time >= 0, --max-repeats >= --repeats")
+    if args.clock == "cpu" and args.device == "cuda":
+        parser.error("--clock cpu: CUDA rows are timed with CUDA events")
     return Config(
         device=args.device,
         shapes=_parse_sizes(parser, args.sizes),
@@ -101,6 +114,7 @@ def make_config(parser, args) -> Config:
         threads=threads,
         timing=TimingSettings(args.warmup, args.repeats, args.max_repeats, args.min_time),
         quiet=args.quiet,
+        clock=args.clock,
     )
 
 
@@ -122,18 +136,25 @@ def main(argv=None) -> int:
     """Runs the bench command; 0, 1 when an eager / vae_ext / copy row (or the plot) failed, 2 for bad arguments.
 
     ``bench posterior ...`` runs the posterior benchmark instead (diffusers' DiagonalGaussianDistribution
-    against vae_ext's: time and bytes saved for backward; vae_ext/bench/posterior.py).
+    against vae_ext's: time and bytes saved for backward; vae_ext/bench/posterior.py), and
+    ``bench step ...`` the training-step benchmark (vae_ext/bench/step/).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["posterior"]:
         from .posterior import main as posterior_main
 
         return posterior_main(argv[1:])
+    if argv[:1] == ["step"]:
+        from .step import main as step_main
+
+        return step_main(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         if args.table:
             report = json.loads(Path(args.table).read_text(encoding="utf-8"))
+            passes = _parse_list(parser, args.passes, PASSES, "--passes")  # --passes filters the rows shown
+            report["results"] = [r for r in report["results"] if r["impl"] == "copy" or r["pass"] in passes]
             add_derived_fields(report["results"])
             print(render_markdown(report))
             return _plot(report, args) if args.plot else 0

@@ -9,7 +9,7 @@ import math
 from ..tools import plotting
 from .cases import IMPLS, PASSES
 
-MARKERS = {"eager": "o", "compile": "s", "vae_ext": "D", "copy": "."}
+MARKERS = {"eager": "o", "compile": "s", "vae_ext": "D", "fresh": "^", "copy": "."}
 
 
 def panels(results: list[dict], op: str):
@@ -35,8 +35,9 @@ def _panel(ax, results, op, pass_name, dtype, eps):
     for impl in IMPLS:
         points = series(results, impl, op, pass_name, dtype, eps)
         if points:
-            style = "--" if impl == "copy" else "-"
-            ax.plot(*zip(*points), style, marker=MARKERS[impl], color=plotting.IMPL_COLORS[impl], label=impl, ms=4)
+            style = "--" if impl in ("copy", "fresh") else "-"
+            color = plotting.IMPL_COLORS.get(impl, "tab:gray")  # the floors' lines: dashed
+            ax.plot(*zip(*points), style, marker=MARKERS[impl], color=color, label=impl, ms=4)
             values += [gbps for _, gbps in points]
     ax.set_xscale("log")
     plotting.log_y(ax, values)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 import re
 import subprocess
@@ -53,8 +54,17 @@ def git_state():
         return "unknown", None
 
 
-def make_report(config, results: list[dict], timing_method: str) -> dict:
-    commit, dirty = git_state()
+def load_average():
+    """The machine's 1, 5 and 15 minute load averages (others' work shares a CPU), or None."""
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
+
+
+def make_report(config, results: list[dict], timing_method: str, load_start=None, git=None) -> dict:
+    """``git``: git_state() taken when the run started (default: now)."""
+    commit, dirty = git or git_state()
     report = {
         "device": device_string(config.device, config.threads),
         "torch": torch.__version__,
@@ -76,6 +86,8 @@ def make_report(config, results: list[dict], timing_method: str) -> dict:
             "min_time_s": config.timing.min_time,
         },
         "bytes_model": passes_table(),
+        "load_average_start": load_start,
+        "load_average_end": load_average(),
     }
     if config.device == "cuda":
         report["cuda"] = torch.version.cuda
@@ -83,11 +95,11 @@ def make_report(config, results: list[dict], timing_method: str) -> dict:
     return report
 
 
-def save_path(report):
+def save_path(report, prefix=""):
     slug = re.sub(r"[^a-z0-9]+", "-", report["device"].lower()).strip("-")
     results_dir = (_ROOT if report["commit"] != "unknown" else Path.cwd()) / "benchmarks" / "results"
     dirty = "-dirty" if report.get("dirty") else ""
-    return results_dir / f"{slug}-{report['commit'][:7]}{dirty}.json"
+    return results_dir / f"{prefix}{slug}-{report['commit'][:7]}{dirty}.json"
 
 
 def write_json(report: dict, path) -> None:

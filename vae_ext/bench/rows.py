@@ -48,7 +48,8 @@ def ratio(numerator, denominator):
 
 
 def add_derived_fields(results: list[dict]) -> list[dict]:
-    """frac_of_copy and speedups vs eager / compile, from median_ms and gbps only."""
+    """frac_of_copy, frac_of_fresh (the case's fresh-output floor) and speedups vs eager / compile,
+    from median_ms and gbps only."""
     copy_gbps = {(r["dtype"], tuple(r["shape"])): r["gbps"] for r in results if r["impl"] == "copy"}
     median_ms = {(r["impl"],) + case_key(r): r["median_ms"] for r in results}
     for row in results:
@@ -56,6 +57,7 @@ def add_derived_fields(results: list[dict]) -> list[dict]:
             continue
         key = case_key(row)
         row["frac_of_copy"] = ratio(row["gbps"], copy_gbps.get((row["dtype"], tuple(row["shape"]))))
+        row["frac_of_fresh"] = ratio(median_ms.get(("fresh",) + key), row["median_ms"])
         row["speedup_vs_eager"] = ratio(median_ms.get(("eager",) + key), row["median_ms"])
         row["speedup_vs_compile"] = ratio(median_ms.get(("compile",) + key), row["median_ms"])
     return results

@@ -15,12 +15,15 @@ def table_cells(results):
     """Header and one row of cells per (op, pass, eps, dtype, shape)."""
     impls = [impl for impl in KERNEL_IMPLS if any(r["impl"] == impl for r in results)]
     has_copy = any(r["impl"] == "copy" for r in results)
+    has_fresh = any(r["impl"] == "fresh" for r in results)
     header = ["op", "pass", "eps", "dtype", "shape"]
     for impl in impls:
         header += [f"{impl} ms", f"{impl} GB/s"]
     extras = [
         ("copy GB/s", has_copy),
         ("vae_ext/copy", has_copy and "vae_ext" in impls),
+        ("fresh GB/s", has_fresh),
+        ("vae_ext/fresh", has_fresh and "vae_ext" in impls),
         ("vs eager", "eager" in impls and "vae_ext" in impls),
         ("vs compile", "compile" in impls and "vae_ext" in impls),
     ]
@@ -45,9 +48,12 @@ def _cells(key, rows, impls, copy_gbps, extras):
             cells += [_fmt(row and row["median_ms"], ".4g"), _fmt(row and row["gbps"], ".3g")]
     ours = rows.get("vae_ext") or {}
     copy = copy_gbps.get((dtype, shape))
+    fresh = (rows.get("fresh") or {}).get("gbps")
     values = {
         "copy GB/s": _fmt(copy, ".3g"),
         "vae_ext/copy": _fmt(_ratio(ours.get("gbps"), copy), ".2f"),
+        "fresh GB/s": _fmt(fresh, ".3g"),
+        "vae_ext/fresh": _fmt(_ratio(ours.get("gbps"), fresh), ".2f"),
         "vs eager": _fmt(_ratio((rows.get("eager") or {}).get("median_ms"), ours.get("median_ms")), ".2f", "x"),
         "vs compile": _fmt(_ratio((rows.get("compile") or {}).get("median_ms"), ours.get("median_ms")), ".2f", "x"),
     }
@@ -57,12 +63,15 @@ def _cells(key, rows, impls, copy_gbps, extras):
 def _summary_lines(report):
     info = report.get("build_info") or {}
     backend = f" ({info['backend']})" if "backend" in info else ""
+    load = [report.get(key) for key in ("load_average_start", "load_average_end")]
+    load_text = " → ".join("/".join(f"{v:.2f}" for v in x) for x in load if x)
     return [
-        f"device: {report['device']}",
+        f"device: {report['device']}" + (f"; load average (1/5/15 min) {load_text}" if load_text else ""),
         f"torch {report['torch']}, vae_ext {report['vae_ext']}{backend}, commit {report['commit'][:12]}"
         + (" (uncommitted changes)" if report.get("dirty") else ""),
         (
-            "GB/s = model bytes / median time; vae_ext/copy = vae_ext GB/s over copy GB/s;"
+            "GB/s = model bytes / median time; vae_ext/copy, vae_ext/fresh = vae_ext GB/s over copy's"
+            " (y.copy_(x)) and over the fresh-output floor's (the same traffic as elementwise ops allocating outputs);"
             " vs eager / vs compile = their median ms over vae_ext's"
         ),
     ]

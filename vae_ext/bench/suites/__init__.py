@@ -4,7 +4,8 @@ A suite module registers its ops with ``register(BenchOp(...))`` and is imported
 this file; ``python -m vae_ext bench --ops NAME,...`` then accepts its op names, and
 ``--ops SUITE`` (e.g. ``--ops latent``) or ``--ops all`` selects whole suites. Every op is timed
 against the same harness: eager PyTorch, ``torch.compile`` of the eager function, the vae_ext
-function and the device copy, in the same run, with GB/s from its byte model.
+function, the device copy and the op's traffic as fresh-output elementwise ops, in the same
+run, with GB/s from its byte model.
 
 To add a suite (for example a posterior benchmark): write ``suites/<name>.py`` defining the
 eager and vae_ext functions, each ``fn(mu, logvar, eps_or_None) -> tuple of outputs``, register
@@ -33,6 +34,10 @@ class BenchOp:
     tensor_passes: dict[str, int]
     # True: timed with ε "sampled" and "given"; False: the op draws no noise (eps mode "none").
     uses_eps: bool = True
+    # The same traffic per pass as (N-sized inputs read, N-sized outputs written), inputs named
+    # as cases.Inputs' fields; a given ε adds the read "eps". The "fresh" impl times it as
+    # elementwise ops that allocate their outputs (cases.build_fresh_step). None: no fresh rows.
+    traffic: dict | None = None
 
 
 OPS: dict[str, BenchOp] = {}
@@ -43,6 +48,9 @@ def register(op: BenchOp) -> BenchOp:
         raise ValueError(f"bench op {op.name!r} is registered twice or uses a reserved name")
     if set(op.tensor_passes) != {"fwd", "bwd"}:
         raise ValueError(f"bench op {op.name!r}: tensor_passes needs the keys 'fwd' and 'bwd'")
+    for pass_name, (reads, writes) in (op.traffic or {}).items():
+        if len(reads) + writes != op.tensor_passes[pass_name] or writes > len(reads):
+            raise ValueError(f"bench op {op.name!r}: traffic[{pass_name!r}] does not match tensor_passes")
     OPS[op.name] = op
     return op
 

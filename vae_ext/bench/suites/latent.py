@@ -59,13 +59,29 @@ register(
         eager_reparameterize_kl,
         vae_ext_reparameterize_kl,
         {"fwd": 3, "bwd": 5},
+        traffic={"fwd": (("mu", "logvar"), 1), "bwd": (("grad_z", "mu", "logvar"), 2)},
     )
 )
 register(
-    BenchOp("reparameterize", "latent", ("z",), eager_reparameterize, vae_ext_reparameterize, {"fwd": 3, "bwd": 3})
+    BenchOp(
+        "reparameterize",
+        "latent",
+        ("z",),
+        eager_reparameterize,
+        vae_ext_reparameterize,
+        {"fwd": 3, "bwd": 3},
+        traffic={"fwd": (("mu", "logvar"), 1), "bwd": (("grad_z", "logvar"), 1)},
+    )
 )
 register(
     BenchOp(
-        "gaussian_kl", "latent", ("kl",), eager_gaussian_kl, vae_ext_gaussian_kl, {"fwd": 2, "bwd": 4}, uses_eps=False
+        "gaussian_kl",
+        "latent",
+        ("kl",),
+        eager_gaussian_kl,
+        vae_ext_gaussian_kl,
+        {"fwd": 2, "bwd": 4},
+        uses_eps=False,
+        traffic={"fwd": (("mu", "logvar"), 0), "bwd": (("mu", "logvar"), 2)},
     )
 )
