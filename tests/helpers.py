@@ -239,3 +239,25 @@ def assert_kl_close(kl, expected, input_dtype, latent_size):
     torch.testing.assert_close(
         kl.cpu().double(), expected.cpu().double(), rtol=rtol, atol=atol * math.sqrt(latent_size)
     )
+
+
+def tiny_autoencoder_kl(mode="plain", sample_size=8):
+    """A seeded one-block diffusers AutoencoderKL with 4 latent channels, slicing or tiling on
+    as ``mode`` says (tiles of ``sample_size`` pixels). diffusers is imported here: it is a test
+    dependency that only these tests need."""
+    import diffusers
+
+    torch.manual_seed(0)
+    vae = diffusers.AutoencoderKL(
+        block_out_channels=(8,),
+        down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=sample_size,
+    )
+    if mode == "slicing":
+        vae.enable_slicing()
+    if mode == "tiling":
+        vae.enable_tiling()
+    return vae

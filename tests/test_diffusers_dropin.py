@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from helpers import tiny_autoencoder_kl
 
 import vae_ext
 from vae_ext import reference
@@ -36,20 +37,8 @@ def swapped(monkeypatch):
 
 
 def autoencoder_kl(mode):
-    torch.manual_seed(0)
-    vae = diffusers.AutoencoderKL(
-        block_out_channels=(8,),
-        down_block_types=("DownEncoderBlock2D",),
-        up_block_types=("UpDecoderBlock2D",),
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=8,
-    )
-    if mode == "slicing":
-        vae.enable_slicing()
-    if mode == "tiling":
-        vae.enable_tiling()  # 8-pixel tiles: the 12x12 image below is encoded in overlapping tiles
-    return vae, torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    # 8-pixel tiles under "tiling": the 12x12 image below is encoded in overlapping tiles
+    return tiny_autoencoder_kl(mode), torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
 
 
 def autoencoder_kl_wan(mode):

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers import TOLERANCES, compute_dtype, dtype_id, needs_compiled, randn
+from helpers import TOLERANCES, compute_dtype, dtype_id, needs_compiled, randn, tiny_autoencoder_kl
 from torch.distributions import Normal, kl_divergence
 
 import vae_ext
@@ -261,15 +261,7 @@ def test_nll_matches_diffusers(dims):
 
 
 def small_autoencoder_kl():
-    torch.manual_seed(0)
-    return diffusers.AutoencoderKL(
-        block_out_channels=(8,),
-        down_block_types=("DownEncoderBlock2D",),
-        up_block_types=("UpDecoderBlock2D",),
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=16,
-    ).double()
+    return tiny_autoencoder_kl(sample_size=16).double()
 
 
 def vae_loss(vae, x, posterior, z):

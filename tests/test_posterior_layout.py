@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import TOLERANCES
+from helpers import TOLERANCES, tiny_autoencoder_kl
 from torch.distributions import Normal, kl_divergence
 
 import vae_ext
@@ -90,20 +90,8 @@ def test_sample_kl_and_gradients_do_not_depend_on_the_layout(api_backend, make, 
 
 @pytest.mark.parametrize("mode", ("plain", "slicing", "tiling"))
 def test_autoencoder_kl_moments_sample_as_their_contiguous_copy(mode):
-    diffusers = pytest.importorskip("diffusers", reason="diffusers is a test dependency")
-    torch.manual_seed(0)
-    vae = diffusers.AutoencoderKL(
-        block_out_channels=(8,),
-        down_block_types=("DownEncoderBlock2D",),
-        up_block_types=("UpDecoderBlock2D",),
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=8,
-    )
-    if mode == "slicing":
-        vae.enable_slicing()
-    if mode == "tiling":
-        vae.enable_tiling()  # tiles of sample_size = 8 pixels: a 12x12 image is tiled
+    pytest.importorskip("diffusers", reason="diffusers is a test dependency")
+    vae = tiny_autoencoder_kl(mode)  # tiles of 8 pixels under "tiling": a 12x12 image is tiled
     with torch.no_grad():
         params = vae.encode(torch.randn(2, 3, 12, 12)).latent_dist.parameters
     for other in relayouts(params).values():
