@@ -66,24 +66,6 @@ def _conv(size: Size):
     return StepModel(encoder, decoder, "gaussian")
 
 
-class _KLEncoder(nn.Module):
-    def __init__(self, vae):
-        super().__init__()
-        self.encoder, self.quant_conv = vae.encoder, vae.quant_conv
-
-    def forward(self, x):
-        return self.quant_conv(self.encoder(x))
-
-
-class _KLDecoder(nn.Module):
-    def __init__(self, vae):
-        super().__init__()
-        self.post_quant_conv, self.decoder = vae.post_quant_conv, vae.decoder
-
-    def forward(self, z):
-        return self.decoder(self.post_quant_conv(z))
-
-
 def diffusers_available() -> bool:
     return importlib.util.find_spec("diffusers") is not None
 
@@ -103,7 +85,10 @@ def _autoencoder_kl(size: Size):
         norm_num_groups=min(32, size.hidden),
         sample_size=size.sample[1],
     )
-    return StepModel(_KLEncoder(vae), _KLDecoder(vae), "gaussian")
+    # AutoencoderKL.encode / decode without their output wrappers: moments [B, 2·C, h, w] in, z out.
+    encoder = nn.Sequential(vae.encoder, vae.quant_conv)
+    decoder = nn.Sequential(vae.post_quant_conv, vae.decoder)
+    return StepModel(encoder, decoder, "gaussian")
 
 
 @dataclass(frozen=True)
