@@ -184,9 +184,11 @@ def _run(args, procs, checkpoint, stop) -> int:
         if trainer.epoch < args.epochs and trainer.stop_agreed():
             return _stopped(state, trainer, stop.signum, "after", f"epoch {trainer.epoch}")
     procs.barrier()
-    if not procs.is_main:
-        return 0
-    return _finish(state, trainer, info, stop, test_set, test_images)
+    code = _finish(state, trainer, info, stop, test_set, test_images) if procs.is_main else 0
+    # Every process leaves together: one that tore its connections down while rank 0 still
+    # wrote the final metrics and figures was seen to abort in gloo (SIGABRT, under load).
+    procs.barrier()
+    return code
 
 
 def _stopped(state, trainer, signum, where, when) -> int:
