@@ -17,6 +17,8 @@ _KEYS = ("images", "x", "data", "inputs")
 
 
 def _first_line(error: BaseException) -> str:
+    if isinstance(error, pickle.UnpicklingError):  # torch's text advises weights_only=False: not for data files
+        return "not a torch.save file, or one holding objects other than tensors, which weights_only=True refuses"
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
