@@ -193,15 +193,15 @@ def _broadcast_shape(*shapes):
         raise ValueError(f"kl_divergence: parameter shapes {[tuple(s) for s in shapes]} do not broadcast") from error
 
 
-def _as_prior(t, shape, event_dims, device):
+def _as_prior(t, shape, event_dims):
     """A parameter broadcastable to ``shape`` = [*batch, *event] as the op's prior argument for
-    the rows [prod(batch), *event]: a 0-d tensor on ``device`` when it holds one value (a CPU
-    0-d prior beside latents on another device, as torch allows; its gradient returns to the
-    CPU), [1, *event] when it does not vary over the batch, else the full rows."""
+    the rows [prod(batch), *event]: a 0-d tensor when it holds one value (gaussian_kl moves a
+    CPU one to the latents' device), [1, *event] when it does not vary over the batch, else the
+    full rows."""
     if _broadcast_shape(t.shape, shape) != shape:
         raise ValueError(f"a prior parameter of shape {tuple(t.shape)} does not broadcast to {tuple(shape)}")
     if t.numel() == 1 or (t.numel() > 1 and all(s == 0 for s, n in zip(t.stride(), t.shape) if n > 1)):
-        return t.reshape(-1)[0].to(device)
+        return t.reshape(-1)[0]
     t = t.reshape((1,) * (len(shape) - t.dim()) + tuple(t.shape))
     split = len(shape) - event_dims
     event = shape[split:]
@@ -221,7 +221,7 @@ def _fused_kl(mu, logvar, prior_mu, prior_logvar, event_dims):
     batch, event = shape[: len(shape) - event_dims], shape[len(shape) - event_dims :]
     rows = (-1, *event)
     mu, logvar = mu.expand(shape).reshape(rows), logvar.expand(shape).reshape(rows)
-    prior_mu, prior_logvar = (_as_prior(p, shape, event_dims, mu.device) for p in (prior_mu, prior_logvar))
+    prior_mu, prior_logvar = (_as_prior(p, shape, event_dims) for p in (prior_mu, prior_logvar))
     return gaussian_kl(mu, logvar, prior_mu=prior_mu, prior_logvar=prior_logvar, reduction="none").view(batch)
 
 
